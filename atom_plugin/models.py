@@ -1,0 +1,189 @@
+"""Model wrappers: a normalization layer so every API takes images in [0, 1], a K+R-way
+reject head for timm / RobustBench / plain modules, and a small CNN for 32x32 images.
+
+Conventions
+-----------
+* Every model handled by atom_plugin maps images ``(B, C, H, W)`` in ``[0, 1]`` to logits
+  ``(B, K + R)``: ``K`` in-distribution classes followed by ``R >= 0`` reject (OOD) classes.
+* :func:`with_reject_head` records ``K`` and ``R`` on the returned model as
+  ``model.ood_num_classes`` and ``model.ood_num_reject``; :func:`head_spec` reads them back.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from ._validation import check_int
+
+__all__ = ["Normalize", "SmallCNN", "with_reject_head", "head_spec", "find_classifier"]
+
+
+class Normalize(nn.Module):
+    """Wrap ``model`` so it takes images in [0, 1] and normalizes them itself.
+
+    ``forward(x)`` computes ``model((x - mean) / std)`` with per-channel ``mean``/``std``.
+    The wrapped model stays reachable as ``.model``; ``mean``/``std`` are buffers of shape
+    ``(1, C, 1, 1)`` that follow ``.to(device)``.
+    """
+
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"`model` must be an nn.Module, got {type(model).__name__}.")
+        mean_t = torch.as_tensor(mean, dtype=torch.float32).flatten()
+        std_t = torch.as_tensor(std, dtype=torch.float32).flatten()
+        if mean_t.numel() != std_t.numel() or mean_t.numel() == 0:
+            raise ValueError(
+                f"`mean` and `std` must have one value per channel and the same length, got "
+                f"{mean_t.numel()} and {std_t.numel()}."
+            )
+        if not bool(torch.all(std_t > 0)):
+            raise ValueError(f"`std` must be positive, got {std_t.tolist()}.")
+        self.model = model
+        self.register_buffer("mean", mean_t.view(1, -1, 1, 1))
+        self.register_buffer("std", std_t.view(1, -1, 1, 1))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """``(x - mean) / std`` for ``x`` of shape (B, C, H, W) in [0, 1]."""
+        return (x - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [0, 1] -> (B, K+R)
+        return self.model(self.normalize(x))
+
+
+class SmallCNN(nn.Module):
+    """A small VGG-style CNN for 32x32 inputs (about 0.3 M parameters at ``width=32``).
+
+    Used by the embedded demo and the tests; any timm or RobustBench model works in its
+    place.  Layout: ``features`` (three conv stages, each conv-BN-ReLU x2 + pooling),
+    then ``fc`` (the classifier).  Input ``(B, in_chans, H, W)``, output ``(B, num_classes)``.
+    """
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 3, width: int = 32) -> None:
+        super().__init__()
+        check_int(num_classes, "num_classes", low=1)
+        check_int(in_chans, "in_chans", low=1)
+        check_int(width, "width", low=1)
+        layers: list[nn.Module] = []
+        c_in = in_chans
+        for i, c_out in enumerate((width, 2 * width, 4 * width)):
+            layers += [
+                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+                nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+            ]
+            layers.append(nn.MaxPool2d(2) if i < 2 else nn.AdaptiveAvgPool2d(1))
+            c_in = c_out
+        self.features = nn.Sequential(*layers)
+        self.num_features = c_in
+        self.num_classes = num_classes
+        self.fc = nn.Linear(c_in, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.features(x), 1))
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The innermost model under :class:`Normalize` and DDP-style ``.module`` wrappers."""
+    while True:
+        if isinstance(model, Normalize):
+            model = model.model
+        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        else:
+            return model
+
+
+def find_classifier(model: nn.Module) -> tuple[nn.Module, str, nn.Linear]:
+    """Locate the final linear classifier of ``model``.
+
+    Returns ``(parent, attribute_name, linear)`` so the caller can replace it with
+    ``setattr(parent, attribute_name, new_linear)``.  The classifier is the last
+    ``nn.Linear`` registered in the module tree (timm's ``get_classifier()`` is
+    preferred when it returns an ``nn.Linear``).
+    """
+    inner = _unwrap(model)
+    candidates = [(n, m) for n, m in inner.named_modules() if isinstance(m, nn.Linear)]
+    if hasattr(inner, "get_classifier"):
+        head = inner.get_classifier()
+        named = [(n, m) for n, m in candidates if m is head]
+        if named:
+            candidates = named
+    if not candidates:
+        raise ValueError(
+            f"`model` ({type(inner).__name__}) has no recognisable classifier: no nn.Linear layer found. "
+            "Pass a timm model, a RobustBench model, or a module whose last layer is nn.Linear "
+            "(or replace the head yourself and call with_reject_head on the result)."
+        )
+    name, linear = candidates[-1]
+    parent_name, _, attr = name.rpartition(".")
+    parent = inner.get_submodule(parent_name) if parent_name else inner
+    return parent, attr, linear
+
+
+def with_reject_head(model: nn.Module, num_classes: int, num_reject: int = 1) -> nn.Module:
+    """Give ``model`` a ``num_classes + num_reject``-way linear head, keeping the backbone.
+
+    Works on timm models (the head found through ``get_classifier()``), RobustBench models
+    and any ``nn.Module`` whose last layer is ``nn.Linear``, also under :class:`Normalize`.
+    The model is modified in place and returned.  Backbone weights are untouched; if the
+    old head had exactly ``num_classes`` outputs its weights are copied into the first
+    ``num_classes`` rows so a pretrained classifier keeps its accuracy, and the
+    ``num_reject`` new rows start from PyTorch's default initialisation.
+
+    Args:
+        model: the classifier, taking images in [0, 1] (wrap with :class:`Normalize` if not).
+        num_classes: ``K >= 1``, the number of in-distribution classes.
+        num_reject: ``R >= 0`` reject classes (1 for ATOM/NTOM/ROWL, e.g. 5 for SOFL).
+
+    Returns:
+        ``model`` with logits of shape ``(B, K + R)`` and ``model.ood_num_classes = K``,
+        ``model.ood_num_reject = R``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"`model` must be an nn.Module, got {type(model).__name__}.")
+    check_int(num_classes, "num_classes", low=1)
+    check_int(num_reject, "num_reject", low=0)
+    parent, attr, old = find_classifier(model)
+    new = nn.Linear(old.in_features, num_classes + num_reject, bias=True)
+    new = new.to(device=old.weight.device, dtype=old.weight.dtype)
+    if old.out_features == num_classes:
+        with torch.no_grad():
+            new.weight[:num_classes].copy_(old.weight)
+            if old.bias is not None:
+                new.bias[:num_classes].copy_(old.bias)
+            else:
+                new.bias[:num_classes].zero_()
+    setattr(parent, attr, new)
+    inner = _unwrap(model)
+    if hasattr(inner, "num_classes"):
+        inner.num_classes = num_classes + num_reject  # timm keeps this in sync with the head
+    model.ood_num_classes = num_classes
+    model.ood_num_reject = num_reject
+    return model
+
+
+def head_spec(model: nn.Module, num_classes: int | None = None) -> tuple[int, int]:
+    """``(K, R)`` for ``model``: from ``num_classes`` if given, else from the attributes
+    set by :func:`with_reject_head` (a plain K-way model with no such attributes needs
+    ``num_classes``)."""
+    total = None
+    try:
+        total = find_classifier(model)[2].out_features
+    except ValueError:
+        pass
+    if num_classes is not None:
+        check_int(num_classes, "num_classes", low=1)
+        if total is not None and total < num_classes:
+            raise ValueError(f"`num_classes`={num_classes} exceeds the model's {total} outputs.")
+        return num_classes, (total - num_classes) if total is not None else 0
+    k = getattr(model, "ood_num_classes", None)
+    if k is None:
+        k = getattr(_unwrap(model), "ood_num_classes", None)
+    if k is None:
+        if total is None:
+            raise ValueError("Cannot tell the number of classes of `model`; pass `num_classes`.")
+        return total, 0
+    r = getattr(model, "ood_num_reject", getattr(_unwrap(model), "ood_num_reject", 0))
+    return int(k), int(r)

@@ -1,0 +1,45 @@
+"""Packaging for atom_plugin (robust OOD detection on top of torchattacks)."""
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "atom_plugin" / "__init__.py").read_text(), re.M).group(1)
+
+setup(
+    name="atom_plugin",
+    version=VERSION,
+    description="Robust out-of-distribution detection for torchattacks: OOD attacks, detectors, ATOM training, evaluation",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.9",
+    packages=find_packages(include=["atom_plugin", "atom_plugin.*"]),
+    include_package_data=True,
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "torchattacks>=3.5.1",
+        "timm>=0.9",
+        "scikit-learn>=1.2",
+        "scikit-image>=0.21",
+        "imagecorruptions-imaug>=1.1.5",
+        "numpy>=1.23",
+        "scipy>=1.9",
+        "tqdm>=4.60",
+        "matplotlib>=3.6",
+    ],
+    extras_require={
+        # robustbench 1.1.1 imports pkg_resources, which setuptools>=81 no longer ships.
+        "robustbench": ["robustbench==1.1.1", "setuptools<81"],
+        "tensorboard": ["tensorboard"],
+        "test": ["pytest>=7", "hypothesis>=6"],
+    },
+    entry_points={"console_scripts": ["atom-ood=atom_plugin.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "License :: OSI Approved :: MIT License",
+    ],
+)
