@@ -12,6 +12,17 @@ A :class:`Detector` is an ``nn.Module`` around a classifier that maps images
 * ``fit(loader)``: optional calibration on in-distribution data (Mahalanobis, ...).
 
 ``forward(x)`` is ``score(x)``, so a detector is also a plain score model.
+
+Validated vs internal path
+--------------------------
+``score`` / ``attack_loss`` are the public entry points: the detectors in this package
+check the images (``check_images``: rank 4, float, finite, in [0, 1]) and the output
+(``check_scores``: no NaN) there, which synchronises host and device.  Code that calls
+a detector many times in a loop (attacks, miners, trainers) validates its inputs once
+at its own entry and then calls the non-validating ``_score(x)`` / ``_attack_loss(x)``,
+which do the same computation with no checks and no host-device sync.  The defaults
+below forward to the public methods, so a third-party subclass that only implements
+``score`` (and maybe ``attack_loss``) still works on the internal path.
 """
 from __future__ import annotations
 
@@ -43,6 +54,16 @@ class Detector(nn.Module):
         """Per-sample objective ``(B,)`` an attacker maximizes to make ``x`` look
         in-distribution.  Default: ``-score(x)``."""
         return -self.score(x)
+
+    # -- internal, non-validating path (used inside attack / training loops) ---------
+    def _score(self, x: torch.Tensor) -> torch.Tensor:
+        """``score(x)`` without input/output checks; subclasses that validate in
+        :meth:`score` override this with the bare computation."""
+        return self.score(x)
+
+    def _attack_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """``attack_loss(x)`` without input/output checks (see :meth:`_score`)."""
+        return self.attack_loss(x)
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """In-distribution class logits ``(B, K)``."""

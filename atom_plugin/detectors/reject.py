@@ -1,0 +1,67 @@
+"""Reject-class detectors: one reject class (ATOM / NTOM / ROWL, a K+1 model) and a
+sum over several reject classes (SOFL)."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..objectives import reject_nll, reject_sum_nll
+from ._checked import CheckedDetector
+
+__all__ = ["RejectClass", "RejectSum"]
+
+
+class RejectClass(CheckedDetector):
+    """K+1 model: ``score(x) = softmax(z)[:, K]`` (the reject class, zero-based index K;
+    the paper's ``F(x)_{K+1}``), ``attack_loss(x) = reject_nll(z, K) = -log softmax(z)[:, K]``
+    (paper eq. 118).
+
+    Args:
+        model: a (K+1)-way classifier, e.g. from
+            ``atom_plugin.models.with_reject_head(model, K)``.
+        num_classes: ``K`` (default: ``model.ood_num_classes``).
+
+    Raises ``ValueError`` if the model does not have exactly one reject class.
+    """
+
+    def __init__(self, model: nn.Module, num_classes: int | None = None) -> None:
+        super().__init__(model, num_classes)
+        if self.num_reject != 1:
+            raise ValueError(
+                f"RejectClass needs a (K+1)-way model, but `model` has K={self.num_classes} classes and "
+                f"R={self.num_reject} reject classes. Give a K-way model a reject class with "
+                f"atom_plugin.models.with_reject_head(model, {self.num_classes}) (then train it), pass the "
+                "right `num_classes`, use MSP for a plain classifier, or RejectSum for R > 1."
+            )
+
+    def _score(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-reject_nll(self.model(x), self.num_classes))
+
+    def _attack_loss(self, x: torch.Tensor) -> torch.Tensor:
+        return reject_nll(self.model(x), self.num_classes)
+
+
+class RejectSum(CheckedDetector):
+    """K+R model (SOFL): ``score(x) = sum_{i>=K} softmax(z)_i`` (total reject probability),
+    ``attack_loss(x) = reject_sum_nll(z, K)`` (paper eq. 117).
+
+    Args:
+        model: a (K+R)-way classifier with ``R >= 1``, e.g.
+            ``with_reject_head(model, K, num_reject=5)``.
+        num_classes: ``K`` (default: ``model.ood_num_classes``).
+    """
+
+    def __init__(self, model: nn.Module, num_classes: int | None = None) -> None:
+        super().__init__(model, num_classes)
+        if self.num_reject < 1:
+            raise ValueError(
+                f"RejectSum needs reject classes, but `model` has K={self.num_classes} classes and none "
+                f"after them. Add them with atom_plugin.models.with_reject_head(model, {self.num_classes}, "
+                "num_reject=R) (then train), or pass the right `num_classes`."
+            )
+
+    def _score(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-reject_sum_nll(self.model(x), self.num_classes))
+
+    def _attack_loss(self, x: torch.Tensor) -> torch.Tensor:
+        return reject_sum_nll(self.model(x), self.num_classes)
