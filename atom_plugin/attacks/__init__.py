@@ -1,0 +1,8 @@
+"""OOD attacks as torchattacks plugins (``torchattacks.Attack`` subclasses).
+
+Every attack takes a Detector (or a model + objective) and images in [0, 1]; labels are
+optional.  ``target="ood"`` makes OOD inputs look in-distribution, ``target="in"`` the
+reverse.  See :mod:`atom_plugin.attacks.base`.
+"""
+from .base import DetectorDecision, OODAttack
+from .ood_pgd import OODPGD
