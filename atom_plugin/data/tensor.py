@@ -1,0 +1,149 @@
+"""In-memory and memory-mapped image datasets that yield ``(image, label)``.
+
+Images are stored as ``uint8`` (compact) and converted to float ``[0, 1]`` on access,
+so every dataset in :mod:`atom_plugin.data` yields ``(float (C, H, W) in [0, 1], int)``;
+OOD and auxiliary sets use the label ``-1``.  ``get_batch(indices)`` returns a float
+batch ``(B, C, H, W)`` directly, which outlier mining uses to fetch candidates by index.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+__all__ = ["TensorImageDataset", "NumpyImageDataset", "OOD_LABEL"]
+
+#: The label every OOD / auxiliary-outlier dataset yields.
+OOD_LABEL = -1
+
+Indices = Union[Sequence[int], np.ndarray, torch.Tensor, slice]
+
+
+def _as_index(indices: Indices, n: int, name: str = "indices") -> np.ndarray:
+    if isinstance(indices, slice):
+        return np.arange(n)[indices]
+    if isinstance(indices, torch.Tensor):
+        indices = indices.detach().cpu().numpy()
+    idx = np.asarray(indices)
+    if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
+        raise TypeError(f"`{name}` must be a 1-D sequence of ints, got array of shape {idx.shape} and dtype {idx.dtype}.")
+    if idx.size and (idx.min() < -n or idx.max() >= n):
+        raise IndexError(f"`{name}` out of range for a dataset of {n} images (min {idx.min()}, max {idx.max()}).")
+    return idx
+
+
+class TensorImageDataset(Dataset):
+    """A dataset over a ``uint8`` tensor of images ``(N, C, H, W)`` and integer labels.
+
+    Args:
+        images: ``uint8`` tensor ``(N, C, H, W)`` (values 0..255).
+        labels: ``(N,)`` integer labels, or one int for all images (``-1`` for OOD data).
+        transform: optional callable applied to each float ``(C, H, W)`` image in ``[0, 1]``
+            (e.g. random crop/flip for training); not applied by :meth:`get_batch`.
+        name: a short name used in ``repr`` and reports.
+
+    ``ds[i]`` is ``(image float32 (C, H, W) in [0, 1], int label)``.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: Union[torch.Tensor, Sequence[int], int] = OOD_LABEL,
+                 transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, name: str = "") -> None:
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"`images` must be a uint8 torch.Tensor (N, C, H, W), got {type(images).__name__}.")
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(
+                f"`images` must be a uint8 tensor of shape (N, C, H, W), got dtype {images.dtype} and shape "
+                f"{tuple(images.shape)}; convert float images with (x * 255).round().to(torch.uint8)."
+            )
+        n = images.shape[0]
+        if isinstance(labels, int):
+            labels = torch.full((n,), labels, dtype=torch.long)
+        labels = torch.as_tensor(labels, dtype=torch.long)
+        if labels.shape != (n,):
+            raise ValueError(f"`labels` must have shape ({n},) to match `images`, got {tuple(labels.shape)}.")
+        self.images = images.contiguous()
+        self.labels = labels
+        self.transform = transform
+        self.name = name
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int):
+        x = self.images[i].float().div_(255.0)
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, int(self.labels[i])
+
+    @property
+    def image_shape(self) -> tuple:
+        """``(C, H, W)`` of every image."""
+        return tuple(self.images.shape[1:])
+
+    def get_batch(self, indices: Indices) -> torch.Tensor:
+        """Float images ``(len(indices), C, H, W)`` in ``[0, 1]`` (no ``transform``)."""
+        idx = torch.as_tensor(_as_index(indices, len(self)), dtype=torch.long)
+        return self.images[idx].float().div_(255.0)
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All images as float ``(N, C, H, W)`` in ``[0, 1]`` and the ``(N,)`` labels."""
+        return self.images.float().div_(255.0), self.labels.clone()
+
+    def subset(self, indices: Indices, name: Optional[str] = None) -> "TensorImageDataset":
+        """A new dataset holding the selected images (copies; same ``transform``)."""
+        idx = torch.as_tensor(_as_index(indices, len(self)), dtype=torch.long)
+        return TensorImageDataset(self.images[idx], self.labels[idx], self.transform,
+                                  self.name if name is None else name)
+
+    def __repr__(self) -> str:
+        c, h, w = self.image_shape
+        return f"TensorImageDataset(name={self.name!r}, n={len(self)}, shape=({c}, {h}, {w}))"
+
+
+class NumpyImageDataset(Dataset):
+    """A dataset over a ``uint8`` array ``(N, H, W, C)``, typically memory-mapped.
+
+    Used for ``300K_random_images.npy`` (and similar channel-last dumps): nothing is read
+    into RAM until an image is accessed.  ``ds[i]`` is ``(float (C, H, W) in [0, 1], label)``.
+    """
+
+    def __init__(self, array: np.ndarray, label: int = OOD_LABEL,
+                 transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, name: str = "") -> None:
+        if not isinstance(array, np.ndarray) or array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] not in (1, 3):
+            shape = getattr(array, "shape", None)
+            dtype = getattr(array, "dtype", type(array).__name__)
+            raise ValueError(
+                f"`array` must be a uint8 numpy array of shape (N, H, W, C) with C in (1, 3), got dtype {dtype} "
+                f"and shape {shape}."
+            )
+        self.array = array
+        self.label = int(label)
+        self.transform = transform
+        self.name = name
+
+    def __len__(self) -> int:
+        return self.array.shape[0]
+
+    @property
+    def image_shape(self) -> tuple:
+        n, h, w, c = self.array.shape
+        return (c, h, w)
+
+    def __getitem__(self, i: int):
+        x = torch.from_numpy(np.array(self.array[i], copy=True)).permute(2, 0, 1).float().div_(255.0)
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, self.label
+
+    def get_batch(self, indices: Indices) -> torch.Tensor:
+        """Float images ``(len(indices), C, H, W)`` in ``[0, 1]``; reads only those rows."""
+        idx = _as_index(indices, len(self))
+        order = np.argsort(idx, kind="stable")  # sorted reads are much faster on a memmap
+        rows = np.empty((idx.size,) + self.array.shape[1:], dtype=np.uint8)
+        rows[order] = self.array[idx[order]]
+        return torch.from_numpy(rows).permute(0, 3, 1, 2).float().div_(255.0)
+
+    def __repr__(self) -> str:
+        c, h, w = self.image_shape
+        return f"NumpyImageDataset(name={self.name!r}, n={len(self)}, shape=({c}, {h}, {w}))"
