@@ -6,6 +6,8 @@ from .base import Detector
 from ._checked import CheckedDetector
 from .msp import MSP
 from .energy import Energy
+from .odin import ODIN
+from .mahalanobis import Mahalanobis, NotFittedError
 from .reject import RejectClass, RejectSum
 from .score_fn import ScoreDetector
 from .objective import ObjectiveDetector, as_detector
@@ -15,6 +17,9 @@ __all__ = [
     "CheckedDetector",
     "MSP",
     "Energy",
+    "ODIN",
+    "Mahalanobis",
+    "NotFittedError",
     "RejectClass",
     "RejectSum",
     "ScoreDetector",
