@@ -1,0 +1,112 @@
+"""Small helpers shared by the corruption backends: seeds, gray images, filters."""
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+SeedLike = Optional[Union[int, torch.Generator]]
+
+#: ITU-R 601 luma weights (cv2 RGB2GRAY, PIL "L").
+LUMA = (0.299, 0.587, 0.114)
+
+
+def seed_to_int(seed: SeedLike) -> int:
+    """An int seed from ``None`` (torch's global RNG), an int, or a torch.Generator."""
+    if seed is None:
+        return int(torch.randint(0, 2**31 - 1, (1,)))
+    if isinstance(seed, torch.Generator):
+        return int(torch.randint(0, 2**31 - 1, (1,), generator=seed, device=seed.device))
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"`seed` must be None, an int or a torch.Generator, got {type(seed).__name__}.")
+    return int(seed)
+
+
+def make_generator(seed: SeedLike, device: torch.device) -> torch.Generator:
+    """A torch.Generator on ``device``: ``seed`` itself if it is one (its device must
+    match), else a new generator seeded with ``seed`` (or from torch's global RNG)."""
+    if isinstance(seed, torch.Generator):
+        if torch.device(seed.device).type != torch.device(device).type:
+            raise ValueError(
+                f"`seed` is a torch.Generator on {seed.device} but the images are on {device}; "
+                "create the generator with torch.Generator(device=images.device)."
+            )
+        return seed
+    g = torch.Generator(device=device)
+    g.manual_seed(seed_to_int(seed))
+    return g
+
+
+def to_gray(x: torch.Tensor) -> torch.Tensor:
+    """Luma of (B, 3, H, W) -> (B, 1, H, W)."""
+    w = x.new_tensor(LUMA).view(1, 3, 1, 1)
+    return (x * w).sum(1, keepdim=True)
+
+
+def gaussian_kernel1d(sigma: float, radius: int, dtype=torch.float64) -> torch.Tensor:
+    """scipy.ndimage's normalized 1-D Gaussian of ``radius`` (2 radius + 1 taps)."""
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    return (k / k.sum()).to(dtype)
+
+
+def symmetric_index(idx: torch.Tensor, n: int) -> torch.Tensor:
+    """Map integer indices to [0, n) with half-sample symmetric reflection
+    (scipy mode "reflect": d c b a | a b c d | d c b a)."""
+    period = 2 * n
+    idx = torch.remainder(idx, period)
+    return torch.where(idx >= n, period - 1 - idx, idx)
+
+
+def pad_index(n: int, pad: int, mode: str, device) -> torch.Tensor:
+    """Source indices of a length ``n + 2 pad`` padded axis for ``mode`` in
+    {"nearest" (replicate), "reflect" (half-sample symmetric), "mirror" (reflect-101)}."""
+    idx = torch.arange(-pad, n + pad, device=device)
+    if mode == "nearest":
+        return idx.clamp(0, n - 1)
+    if mode == "reflect":
+        return symmetric_index(idx, n)
+    if mode == "mirror":
+        if n == 1:
+            return torch.zeros_like(idx)
+        period = 2 * n - 2
+        idx = torch.remainder(idx, period)
+        return torch.where(idx >= n, period - idx, idx)
+    raise ValueError(mode)
+
+
+def pad2d(x: torch.Tensor, pad: int, mode: str) -> torch.Tensor:
+    """Pad the last two axes of ``x`` by ``pad`` with a scipy-style ``mode`` (works for
+    any pad, also larger than the image)."""
+    if pad == 0:
+        return x
+    H, W = x.shape[-2:]
+    ih = pad_index(H, pad, mode, x.device)
+    iw = pad_index(W, pad, mode, x.device)
+    return x.index_select(-2, ih).index_select(-1, iw)
+
+
+def separable_filter(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tensor:
+    """Correlate every channel of ``x`` (B, C, H, W) with ``kernel`` (odd length) along H
+    and W, borders as scipy ``mode``."""
+    B, C, H, W = x.shape
+    k = kernel.to(device=x.device, dtype=x.dtype)
+    r = (k.numel() - 1) // 2
+    xp = pad2d(x.reshape(B * C, 1, H, W), r, mode)
+    xp = F.conv2d(xp, k.view(1, 1, -1, 1))
+    xp = F.conv2d(xp, k.view(1, 1, 1, -1))
+    return xp.reshape(B, C, H, W)
+
+
+def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "nearest", truncate: float = 4.0) -> torch.Tensor:
+    """scipy.ndimage.gaussian_filter over H and W (skimage.filters.gaussian defaults:
+    mode "nearest", truncate 4)."""
+    radius = int(truncate * float(sigma) + 0.5)
+    return separable_filter(x, gaussian_kernel1d(sigma, radius), mode)
+
+
+def ceil_div(a: float, b: float) -> int:
+    return int(math.ceil(a / float(b)))
