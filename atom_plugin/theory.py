@@ -68,7 +68,7 @@ _CHUNK_FLOATS = 1 << 22  # rows per chunk * d: 4M float64 = 32 MB
 
 
 # ----------------------------------------------------------------------------- model
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class GaussianModel:
     """The ``(mu, sigma, nu)``-Gaussian model of Appendix A.2.
 
