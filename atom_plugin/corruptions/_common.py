@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Optional, Union
 
 import numpy as np
@@ -89,23 +90,50 @@ def pad2d(x: torch.Tensor, pad: int, mode: str) -> torch.Tensor:
     return x.index_select(-2, ih).index_select(-1, iw)
 
 
-def separable_filter(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tensor:
-    """Correlate every channel of ``x`` (B, C, H, W) with ``kernel`` (odd length) along H
-    and W, borders as scipy ``mode``."""
-    B, C, H, W = x.shape
-    k = kernel.to(device=x.device, dtype=x.dtype)
-    r = (k.numel() - 1) // 2
-    xp = pad2d(x.reshape(B * C, 1, H, W), r, mode)
-    xp = F.conv2d(xp, k.view(1, 1, -1, 1))
-    xp = F.conv2d(xp, k.view(1, 1, 1, -1))
-    return xp.reshape(B, C, H, W)
+@lru_cache(maxsize=256)
+def filter_matrix(n: int, kernel: tuple, mode: str) -> np.ndarray:
+    """(n, n) matrix of 1-D correlation with ``kernel`` (odd length) on a length-``n`` axis
+    with scipy-style borders ``mode``: ``out = M @ x``."""
+    k = np.asarray(kernel, dtype=np.float64)
+    r = (k.size - 1) // 2
+    src = pad_index(n, r, mode, "cpu").numpy()
+    M = np.zeros((n, n))
+    for o in range(n):
+        np.add.at(M[o], src[o:o + 2 * r + 1], k)
+    return M
 
 
-def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "nearest", truncate: float = 4.0) -> torch.Tensor:
-    """scipy.ndimage.gaussian_filter over H and W (skimage.filters.gaussian defaults:
-    mode "nearest", truncate 4)."""
-    radius = int(truncate * float(sigma) + 0.5)
-    return separable_filter(x, gaussian_kernel1d(sigma, radius), mode)
+def separable_filter(x: torch.Tensor, kernel_h, kernel_w=None, mode: str = "nearest") -> torch.Tensor:
+    """Correlate the last two axes of ``x`` with 1-D kernels (odd length; ``kernel_w``
+    defaults to ``kernel_h``), borders as scipy ``mode``; done as two small matmuls."""
+    H, W = x.shape[-2:]
+    kh = tuple(float(v) for v in kernel_h)
+    kw = kh if kernel_w is None else tuple(float(v) for v in kernel_w)
+    Mh = torch.from_numpy(filter_matrix(H, kh, mode)).to(x.device, x.dtype)
+    Mw = torch.from_numpy(filter_matrix(W, kw, mode)).to(x.device, x.dtype)
+    return torch.matmul(torch.matmul(Mh, x), Mw.T)
+
+
+def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "nearest", truncate: float = 4.0,
+                    sigma_w: float | None = None) -> torch.Tensor:
+    """scipy.ndimage.gaussian_filter over the last two axes (skimage.filters.gaussian
+    defaults: mode "nearest", truncate 4); ``sigma_w`` for a different sigma along W."""
+    sigma_w = sigma if sigma_w is None else sigma_w
+    kh = gaussian_kernel1d(float(sigma), int(truncate * float(sigma) + 0.5)).numpy()
+    kw = gaussian_kernel1d(float(sigma_w), int(truncate * float(sigma_w) + 0.5)).numpy()
+    return separable_filter(x, kh, kw, mode)
+
+
+def fft_correlate(xp: torch.Tensor, kernel: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+    """Valid 2-D correlation of padded images ``xp`` (..., Hp, Wp) with ``kernel``
+    (..., kh, kw) broadcast over leading axes, via FFT; returns (..., out_h, out_w) with
+    out_h = Hp - kh + 1 (no wrap-around reaches the valid region)."""
+    Hp, Wp = xp.shape[-2:]
+    # zero padding to a power of two keeps the valid region exact and the FFT fast
+    Hf, Wf = 1 << (Hp - 1).bit_length(), 1 << (Wp - 1).bit_length()
+    X = torch.fft.rfft2(xp, s=(Hf, Wf))
+    K = torch.fft.rfft2(kernel.to(xp.dtype), s=(Hf, Wf))
+    return torch.fft.irfft2(X * K.conj(), s=(Hf, Wf))[..., :out_h, :out_w]
 
 
 def ceil_div(a: float, b: float) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._common import gaussian_filter, pad2d
+from ._common import fft_correlate, gaussian_filter, pad2d
 from .draws import TorchDraws
 
 DEFOCUS = ((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5))
@@ -62,9 +62,8 @@ def disk_kernel(radius: int, alias_blur: float) -> np.ndarray:
 def defocus_blur(x: torch.Tensor, severity: int, draws: TorchDraws | None = None) -> torch.Tensor:
     k = torch.from_numpy(disk_kernel(*DEFOCUS[severity - 1])).to(x.device, x.dtype)
     r = k.shape[0] // 2
-    B, C, H, W = x.shape
-    xp = pad2d(x.reshape(B * C, 1, H, W), r, "mirror")
-    return F.conv2d(xp, k[None, None]).reshape(B, C, H, W).clamp_(0, 1)
+    H, W = x.shape[-2:]
+    return fft_correlate(pad2d(x, r, "mirror"), k, H, W).clamp_(0, 1)
 
 
 # -- gaussian --------------------------------------------------------------------------
@@ -125,12 +124,18 @@ def motion_blur_layer(x: torch.Tensor, radius: int, sigma: float, angle: torch.T
     dx = -torch.ceil(i * p1.view(-1, 1) / hyp.view(-1, 1) - 0.5).long()
     ok = (dy.abs() < H) & (dx.abs() < W)
     ok = torch.cumprod(ok.long(), dim=1).to(fdt)
-    w = (k.view(1, -1) * ok).to(x.dtype)  # (B, n)
-    rows = (torch.arange(H, device=x.device).view(1, 1, H) - dy.unsqueeze(-1)).clamp_(0, H - 1)
-    cols = (torch.arange(W, device=x.device).view(1, 1, W) - dx.unsqueeze(-1)).clamp_(0, W - 1)
-    bidx = torch.arange(B, device=x.device).view(B, 1, 1, 1)
-    g = x.permute(0, 2, 3, 1)[bidx, rows.unsqueeze(-1), cols.unsqueeze(-2)]  # (B, n, H, W, C)
-    return torch.einsum("bn,bnhwc->bchw", w, g)
+    w = (k.view(1, -1) * ok).to(x.dtype)  # (B, n); zero after the first out-of-image shift
+    P = min(width - 1, max(H, W) - 1)
+    Hp, Wp = H + 2 * P, W + 2 * P
+    # out[h, w] = sum_i w_i xpad[h + P - dy_i, w + P - dx_i]: one gather per tap i
+    xp = F.pad(x, (P, P, P, P), mode="replicate").reshape(B, C, Hp * Wp)
+    base = (torch.arange(H, device=x.device).view(H, 1) * Wp + torch.arange(W, device=x.device).view(1, W)).view(1, 1, -1)
+    off = ((P - dy).clamp(0, 2 * P) * Wp + (P - dx).clamp(0, 2 * P)).view(B, width, 1)
+    out = torch.zeros(B, C, H * W, device=x.device, dtype=x.dtype)
+    for t in range(width):
+        idx = (base + off[:, t].unsqueeze(1)).expand(B, C, H * W)
+        out += w[:, t].view(B, 1, 1) * xp.gather(2, idx)
+    return out.view(B, C, H, W)
 
 
 def motion_blur(x: torch.Tensor, severity: int, draws: TorchDraws) -> torch.Tensor:
@@ -166,10 +171,12 @@ def zoom_matrix(n: int, zoom: float, crop: bool = True) -> np.ndarray:
 def clipped_zoom(x: torch.Tensor, zooms) -> torch.Tensor:
     """Sum over ``zooms`` of the reference's ``clipped_zoom(x, z)``; x (B, C, H, W)."""
     H, W = x.shape[-2:]
-    Ah = torch.from_numpy(np.stack([zoom_matrix(H, float(z)) for z in zooms])).to(x.device, x.dtype)
-    Aw = torch.from_numpy(np.stack([zoom_matrix(W, float(z)) for z in zooms])).to(x.device, x.dtype)
-    t = torch.einsum("zhk,bckl->bzchl", Ah, x)
-    return torch.einsum("bzchl,zwl->bchw", t, Aw)
+    Z = len(zooms)
+    B, C = x.shape[:2]
+    Ah = torch.from_numpy(np.concatenate([zoom_matrix(H, float(z)) for z in zooms], 1)).to(x.device, x.dtype)
+    Aw = torch.from_numpy(np.concatenate([zoom_matrix(W, float(z)) for z in zooms], 0)).to(x.device, x.dtype)
+    t = torch.matmul(x, Aw.T).view(B, C, H, Z, W).transpose(2, 3).reshape(B, C, Z * H, W)
+    return torch.matmul(Ah, t)  # (H, Z H) @ (B, C, Z H, W)
 
 
 def zoom_blur(x: torch.Tensor, severity: int, draws: TorchDraws | None = None) -> torch.Tensor:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._common import gaussian_kernel1d, pad2d, symmetric_index
+from ._common import gaussian_filter, symmetric_index
 from .draws import TorchDraws
 
 CONTRAST = (0.4, 0.3, 0.2, 0.1, 0.05)
@@ -61,15 +61,7 @@ def saturate(x: torch.Tensor, severity: int, draws: TorchDraws | None = None) ->
 # -- elastic ---------------------------------------------------------------------------
 def _smooth_field(u: torch.Tensor, sigma_h: float, sigma_w: float) -> torch.Tensor:
     """skimage gaussian(u, (sigma_h, sigma_w), mode="reflect", truncate=3) on (B, H, W)."""
-    kh = gaussian_kernel1d(sigma_h, int(3 * sigma_h + 0.5)).to(u.device, u.dtype)
-    kw = gaussian_kernel1d(sigma_w, int(3 * sigma_w + 0.5)).to(u.device, u.dtype)
-    rh, rw = (kh.numel() - 1) // 2, (kw.numel() - 1) // 2
-    B, H, W = u.shape
-    p = pad2d(u.unsqueeze(1), max(rh, rw), "reflect")
-    r = max(rh, rw)
-    p = p[..., r - rh: r + H + rh, r - rw: r + W + rw]
-    p = F.conv2d(p, kh.view(1, 1, -1, 1))
-    return F.conv2d(p, kw.view(1, 1, 1, -1)).squeeze(1)
+    return gaussian_filter(u, sigma_h, mode="reflect", truncate=3.0, sigma_w=sigma_w)
 
 
 def bilinear_reflect(x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
@@ -110,7 +102,10 @@ def elastic_transform(x: torch.Tensor, severity: int, draws: TorchDraws | None =
     dy = (_smooth_field(uy.to(fdt), H * 0.01, W * 0.01) * alpha).to(torch.float32)
     gy = torch.arange(H, device=x.device, dtype=torch.float32).view(1, H, 1)
     gx = torch.arange(W, device=x.device, dtype=torch.float32).view(1, 1, W)
-    return bilinear_reflect(x, gy + dy, gx + dx).clamp_(0, 1)
+    # grid_sample (bilinear, reflection, align_corners=False) reflects about -0.5 and
+    # n - 0.5 and clamps, which equals scipy's map_coordinates(order=1, mode="reflect").
+    grid = torch.stack([(2 * (gx + dx) + 1) / W - 1, (2 * (gy + dy) + 1) / H - 1], dim=-1).to(x.dtype)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False).clamp_(0, 1)
 
 
 # -- pixelate --------------------------------------------------------------------------

@@ -1,0 +1,116 @@
+"""Compositional attack: corruption attack, then L-inf PGD around the corrupted image
+(ATOM paper, Section 5.1 / Appendix B.4 and the official code)."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+
+from ..corruptions import CORRUPTIONS
+from .._validation import check_int
+from .base import OODAttack
+from .corruption import CorruptionAttack
+from .ood_pgd import OODPGD
+
+__all__ = ["CompositionalAttack"]
+
+
+class CompositionalAttack(OODAttack):
+    r"""Corrupt, then perturb: the L-inf attack's ``eps``-ball is centred on the corrupted
+    image chosen by the corruption attack (clamped to [0, 1]).
+
+    With ``top_k > 1`` (a stronger variant), PGD runs from each of the ``k`` best corrupted
+    candidates of every image and, per image, the result with the best attack objective
+    (``detector.attack_loss``) is kept.  The output is within ``eps`` (L-inf) of
+    ``last_center``, one corruption of the input (or the input itself).
+
+    Args:
+        model: a Detector, or an ``nn.Module`` with ``objective``.
+        corruption_attack: a :class:`CorruptionAttack` (default: one built on the same
+            detector with ``corruptions``, ``severities``, ``backend``, ``seed``,
+            ``batch_size``, ``progress``).
+        linf_attack: an L-inf OOD attack called as ``linf_attack(images)`` that keeps its
+            output within its ``eps`` of its input and sets ``last_objective`` (default:
+            :class:`OODPGD` with ``eps``, ``alpha``, ``steps``, random start, ``seed``).
+        top_k: number of corrupted starting points per image (``>= 1``).
+        eps, alpha, steps: parameters of the default PGD (paper: 8/255, 1/255, 40).
+
+    After a call: ``last_center`` (the corrupted images the balls are centred on),
+    ``last_winner`` / ``last_winner_index`` (which corruption was used, -1 = clean) and
+    ``last_objective`` ``(B,)``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        corruption_attack: CorruptionAttack | None = None,
+        linf_attack: OODAttack | None = None,
+        top_k: int = 1,
+        eps: float = 8 / 255,
+        alpha: float = 1 / 255,
+        steps: int = 40,
+        random_start: bool = True,
+        seed: int | None = 0,
+        corruptions: Sequence[str] = CORRUPTIONS,
+        severities: Sequence[int] = (1, 2, 3, 4, 5),
+        backend: str = "torch",
+        batch_size: int | None = None,
+        progress: bool = False,
+        objective: Callable | None = None,
+        num_classes: int | None = None,
+        target: str = "ood",
+    ) -> None:
+        super().__init__("CompositionalAttack", model, objective, num_classes, target=target, seed=seed,
+                         eps=eps, alpha=alpha, steps=steps, random_start=random_start)
+        self.top_k = check_int(top_k, "top_k", low=1)
+        if corruption_attack is None:
+            corruption_attack = CorruptionAttack(self.model, corruptions, severities, backend, seed, batch_size,
+                                                 progress, target=target)
+        elif not isinstance(corruption_attack, CorruptionAttack):
+            raise TypeError(f"`corruption_attack` must be a CorruptionAttack, got {type(corruption_attack).__name__}.")
+        if linf_attack is None:
+            linf_attack = OODPGD(self.model, eps=eps, alpha=alpha, steps=steps, random_start=random_start,
+                                 target=target, seed=seed)
+        elif not callable(linf_attack):
+            raise TypeError(f"`linf_attack` must be a callable attack, got {type(linf_attack).__name__}.")
+        self.corruption_attack = corruption_attack
+        self.linf_attack = linf_attack
+        self.last_center: torch.Tensor | None = None
+        self.last_winner: list[str] | None = None
+        self.last_winner_index: torch.Tensor | None = None
+
+    def win_histogram(self, by_severity: bool = False) -> dict:
+        """The corruption attack's accumulated win histogram."""
+        return self.corruption_attack.win_histogram(by_severity)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        x = self._prepare(images)
+        ca = self.corruption_attack
+        clean_key = ca._key(x)
+        keys, cands, idx = ca.top_candidates(x, self.top_k)
+        ca._record(idx[:, 0], keys[:, 0], clean_key)
+        best_f = best_x = best_c = best_i = None
+        for j in range(cands.shape[1]):
+            center = cands[:, j].contiguous()
+            adv = self.linf_attack(center)
+            f = self.linf_attack.last_objective
+            if f is None:
+                f = self.objective(adv).detach()
+            f = f * self.sign
+            if best_f is None:
+                best_f, best_x, best_c, best_i = f, adv, center, idx[:, j]
+            else:
+                better = f > best_f
+                m = better.view(-1, 1, 1, 1)
+                best_f = torch.where(better, f, best_f)
+                best_x = torch.where(m, adv, best_x)
+                best_c = torch.where(m, center, best_c)
+                best_i = torch.where(better, idx[:, j], best_i)
+        self.last_center = best_c.detach()
+        self.last_winner_index = best_i.detach()
+        self.last_winner = [ca.candidate_name(i) for i in best_i.tolist()]
+        self._last_objective = (best_f * self.sign).detach()
+        with torch.no_grad():
+            self._last_clean_objective = self.objective(x).detach()
+        return best_x.detach().clamp(0, 1).to(images.dtype)

@@ -1,0 +1,185 @@
+"""Black-box corruption attack (ATOM paper, Section 5.1 and Appendix B.4)."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+
+from ..corruptions import BACKENDS, CORRUPTIONS
+from ..corruptions._common import make_generator, seed_to_int
+from ..corruptions.registry import check_corruption, check_severity, check_size
+from .._validation import check_choice, check_int
+from .base import OODAttack
+
+__all__ = ["CorruptionAttack"]
+
+
+class CorruptionAttack(OODAttack):
+    r"""For every image, try every corruption x severity and keep the most in-distribution.
+
+    Each image is corrupted with every ``(corruption, severity)`` pair (15 x 5 = 75
+    candidates by default; pass ``corruptions=ALL_CORRUPTIONS`` for the 19 x 5 = 95 of the
+    official code), all candidates are scored by the detector's OOD score (black box: only
+    ``detector.score`` outputs, no gradients), and per image the candidate with the
+    **lowest** score is returned (``target="in"``: the highest).  The clean image is a
+    candidate too, so the score never gets worse than the clean input's.
+
+    Memory: candidates are generated and scored one ``(corruption, severity)`` at a time
+    for ``batch_size`` images at a time (default: the whole batch), keeping only the best
+    so far: peak memory is about three batches of images plus the model's activations.
+
+    Args:
+        model: a Detector, or an ``nn.Module`` with ``objective`` (see ``OODAttack``).
+        corruptions: corruption names (default the 15 common ones).
+        severities: severities in 1..5 (default all five).
+        backend: ``"torch"`` (batched, on the images' device) or ``"imagecorruptions"``.
+        seed: seed of the random corruptions; the same seed gives the same output for the
+            same input (every call starts from it).  ``None`` draws from torch's global RNG.
+        batch_size: images per chunk (``None``: all at once).
+        progress: show a tqdm bar over the candidates.
+        target: ``"ood"`` (lowest score wins) or ``"in"`` (highest wins).
+
+    After a call: ``last_winner`` (list of ``"name/severity"`` or ``"clean"`` per image),
+    ``last_winner_index`` ``(B,)`` (index into ``candidates``, -1 = clean), ``last_score``
+    and ``last_clean_score`` ``(B,)``.  ``win_histogram()`` accumulates over calls.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        corruptions: Sequence[str] = CORRUPTIONS,
+        severities: Sequence[int] = (1, 2, 3, 4, 5),
+        backend: str = "torch",
+        seed: int | None = 0,
+        batch_size: int | None = None,
+        progress: bool = False,
+        objective: Callable | None = None,
+        num_classes: int | None = None,
+        target: str = "ood",
+    ) -> None:
+        super().__init__("CorruptionAttack", model, objective, num_classes, target=target, seed=seed)
+        if isinstance(corruptions, str):
+            corruptions = (corruptions,)
+        corruptions = tuple(check_corruption(c, "corruptions") for c in corruptions)
+        severities = tuple(check_severity(s, "severities") for s in severities)
+        if not corruptions or not severities:
+            raise ValueError("`corruptions` and `severities` must not be empty.")
+        if len(set(corruptions)) != len(corruptions) or len(set(severities)) != len(severities):
+            raise ValueError("`corruptions` and `severities` must not contain duplicates.")
+        self.corruptions, self.severities = corruptions, severities
+        self.candidates = [(c, s) for c in corruptions for s in severities]
+        self.backend = check_choice(backend, "backend", BACKENDS)
+        self.batch_size = None if batch_size is None else check_int(batch_size, "batch_size", low=1)
+        self.progress = bool(progress)
+        self._counts = torch.zeros(len(self.candidates) + 1, dtype=torch.long)
+        self.last_winner: list[str] | None = None
+        self.last_winner_index: torch.Tensor | None = None
+        self.last_score: torch.Tensor | None = None
+        self.last_clean_score: torch.Tensor | None = None
+
+    # -- bookkeeping ----------------------------------------------------------------
+    def candidate_name(self, index: int) -> str:
+        """``"name/severity"`` of candidate ``index`` (``"clean"`` for -1)."""
+        if index < 0:
+            return "clean"
+        c, s = self.candidates[index]
+        return f"{c}/{s}"
+
+    def win_histogram(self, by_severity: bool = False) -> dict:
+        """Wins accumulated over calls: ``{corruption: count}`` (plus ``"clean"``), or
+        ``{"name/severity": count}`` with ``by_severity``."""
+        counts = self._counts.tolist()
+        hist: dict = {}
+        for i, n in enumerate(counts[1:]):
+            key = self.candidate_name(i) if by_severity else self.candidates[i][0]
+            hist[key] = hist.get(key, 0) + n
+        hist["clean"] = counts[0]
+        return hist
+
+    def reset_histogram(self) -> None:
+        self._counts.zero_()
+
+    # -- core -----------------------------------------------------------------------
+    def _corrupt(self, x: torch.Tensor, name: str, severity: int, gen: torch.Generator) -> torch.Tensor:
+        if self.backend == "torch":
+            from ..corruptions.torch_backend import corrupt_torch
+
+            return corrupt_torch(x, name, severity, gen)
+        from ..corruptions.reference import corrupt_reference
+
+        return corrupt_reference(x, name, severity, seed_to_int(gen))
+
+    def _key(self, x: torch.Tensor) -> torch.Tensor:
+        """Signed score to minimize: score for target "ood", -score for "in"."""
+        with torch.inference_mode():
+            s = self.detector._score(x)
+        return (s * self.sign).clone()
+
+    @torch.no_grad()
+    def top_candidates(self, x: torch.Tensor, k: int = 1):
+        """The ``k`` best candidates per image (clean included), best first.
+
+        Returns ``(keys (B, k), images (B, k, C, H, W), index (B, k))`` with ``keys`` the
+        signed scores (OOD score for target "ood"; lower is better) and ``index`` into
+        ``candidates`` (-1 = clean).  ``x`` must already be validated."""
+        for name in self.corruptions:
+            check_size(name, x.shape[2], x.shape[3], self.backend)
+        if x.shape[1] not in (1, 3):
+            raise ValueError(f"`images` must have 1 or 3 channels to be corrupted, got {x.shape[1]}.")
+        gen = make_generator(None if self.seed is None else self.seed, x.device)
+        B = x.shape[0]
+        bs = self.batch_size or B
+        keys, imgs, idxs = [], [], []
+        it = self.candidates
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(it) * ((B + bs - 1) // bs), desc="corruptions", leave=False)
+        for start in range(0, B, bs):
+            xc = x[start:start + bs]
+            n = xc.shape[0]
+            best_k = self._key(xc).unsqueeze(1)                      # (n, 1)
+            best_x = xc.unsqueeze(1).clone()                          # (n, 1, C, H, W)
+            best_i = torch.full((n, 1), -1, dtype=torch.long, device=x.device)
+            for ci, (name, sev) in enumerate(it):
+                cand = self._corrupt(xc, name, sev, gen)
+                kc = self._key(cand).unsqueeze(1)
+                all_k = torch.cat([best_k, kc], 1)
+                all_i = torch.cat([best_i, torch.full_like(best_i[:, :1], ci)], 1)
+                if k == 1:
+                    better = kc[:, 0] < best_k[:, 0]                  # ties keep the earlier one
+                    best_k = torch.where(better.unsqueeze(1), kc, best_k)
+                    best_i = torch.where(better.unsqueeze(1), all_i[:, 1:], best_i)
+                    best_x = torch.where(better.view(-1, 1, 1, 1, 1), cand.unsqueeze(1), best_x)
+                else:
+                    all_x = torch.cat([best_x, cand.unsqueeze(1)], 1)
+                    kk = min(k, all_k.shape[1])
+                    order = torch.sort(all_k, dim=1, stable=True).indices[:, :kk]
+                    best_k = all_k.gather(1, order)
+                    best_i = all_i.gather(1, order)
+                    best_x = all_x[torch.arange(n, device=x.device).unsqueeze(1), order]
+                if bar is not None:
+                    bar.update(1)
+            keys.append(best_k)
+            imgs.append(best_x)
+            idxs.append(best_i)
+        if bar is not None:
+            bar.close()
+        return torch.cat(keys), torch.cat(imgs), torch.cat(idxs)
+
+    def _record(self, index: torch.Tensor, key: torch.Tensor, clean_key: torch.Tensor) -> None:
+        self.last_winner_index = index.detach()
+        self.last_score = (key * self.sign).detach()
+        self.last_clean_score = (clean_key * self.sign).detach()
+        idx = index.detach().cpu()
+        self._counts += torch.bincount(idx + 1, minlength=len(self.candidates) + 1)
+        self.last_winner = [self.candidate_name(i) for i in idx.tolist()]
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        x = self._prepare(images)
+        clean_key = self._key(x)
+        key, imgs, idx = self.top_candidates(x, 1)
+        self._record(idx[:, 0], key[:, 0], clean_key)
+        return imgs[:, 0].to(images.dtype)
