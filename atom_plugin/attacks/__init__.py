@@ -6,3 +6,5 @@ reverse.  See :mod:`atom_plugin.attacks.base`.
 """
 from .base import DetectorDecision, OODAttack
 from .ood_pgd import OODPGD
+from .corruption import CorruptionAttack
+from .compositional import CompositionalAttack
