@@ -1,0 +1,187 @@
+"""Offline weight loading: timm checkpoints (.pth / .safetensors) and RobustBench model_dir layout.
+
+Every test runs with sockets disabled, so any download attempt fails the test.
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+
+import atom_plugin  # noqa: F401
+import timm
+from atom_plugin.models import Normalize, head_spec
+from atom_plugin.pretrained import (
+    create_timm_model, load_robustbench_model, read_state_dict, robustbench_checkpoint_path,
+)
+
+NAME = "test_byobnet"  # a 0.46 M-parameter timm test model whose head is nested (head.fc)
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+@pytest.fixture(scope="module")
+def x():
+    return torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+def _reference(num_classes, seed=0):
+    torch.manual_seed(seed)
+    return timm.create_model(NAME, pretrained=False, num_classes=num_classes).eval()
+
+
+def _normalized(model):
+    cfg = model.pretrained_cfg
+    return Normalize(model, cfg["mean"], cfg["std"]).eval()
+
+
+@pytest.mark.parametrize("fmt", ["pth", "safetensors"])
+def test_timm_checkpoint_round_trip(tmp_path, x, fmt):
+    ref = _reference(10)
+    path = tmp_path / f"w.{fmt}"
+    if fmt == "pth":
+        torch.save({"state_dict": {"module." + k: v for k, v in ref.state_dict().items()}, "epoch": 3}, path)
+    else:
+        safetensors = pytest.importorskip("safetensors.torch")
+        safetensors.save_file(ref.state_dict(), str(path))
+    model = create_timm_model(NAME, num_classes=10, checkpoint=str(path))
+    assert isinstance(model, Normalize) and not model.training
+    assert "state_dict" not in model.model.pretrained_cfg  # no second copy of the weights kept
+    assert model.model.pretrained_cfg["file"] == str(path)
+    with torch.no_grad():
+        assert torch.allclose(model(x), _normalized(ref)(x), atol=1e-5)
+    # the timm mean/std are applied: feeding [0, 1] images equals feeding the normalized ones to timm
+    assert torch.allclose(model.mean.flatten(), torch.tensor(ref.pretrained_cfg["mean"]))
+
+
+def test_timm_imagenet_head_is_replaced_backbone_kept(tmp_path, x):
+    ref = _reference(1000)
+    torch.save(ref.state_dict(), tmp_path / "in1k.pth")
+    model = create_timm_model(NAME, num_classes=10, checkpoint=str(tmp_path / "in1k.pth"), normalize=False)
+    assert model.get_classifier().out_features == 10
+    with torch.no_grad():
+        assert torch.allclose(model.forward_features(x), ref.forward_features(x), atol=1e-5)
+
+
+def test_timm_reject_head(tmp_path, x):
+    ref = _reference(10)
+    torch.save(ref.state_dict(), tmp_path / "k.pth")
+    model = create_timm_model(NAME, num_classes=10, checkpoint=str(tmp_path / "k.pth"), num_reject=1)
+    assert head_spec(model) == (10, 1)
+    with torch.no_grad():
+        out = model(x)
+        assert out.shape == (3, 11) and torch.allclose(out[:, :10], _normalized(ref)(x), atol=1e-5)
+    # a saved K+R model comes back whole, reject row included
+    torch.save(model.model.state_dict(), tmp_path / "kr.pth")
+    again = create_timm_model(NAME, num_classes=10, checkpoint=str(tmp_path / "kr.pth"), num_reject=1)
+    assert head_spec(again) == (10, 1)
+    with torch.no_grad():
+        assert torch.allclose(again(x), out, atol=1e-5)
+
+
+def test_timm_random_init_and_custom_stats(x):
+    model = create_timm_model("test_vit", num_classes=4, img_size=32, mean=(0.5,) * 3, std=(0.2,) * 3)
+    assert model(x).shape == (3, 4)
+    assert torch.allclose(model.std.flatten(), torch.full((3,), 0.2))
+
+
+def test_timm_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        create_timm_model(NAME, 10, checkpoint=str(tmp_path / "nope.pth"))
+    with pytest.raises(ValueError, match="num_classes"):
+        create_timm_model(NAME, 0)
+    with pytest.raises(ValueError, match="`name`"):
+        create_timm_model("no_such_model_xyz", 10)
+    with pytest.raises(ValueError, match="download"):
+        create_timm_model(NAME, 10, pretrained=True)
+
+
+class _Evil:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (os.mkdir, (self.target,))
+
+
+def test_pickled_code_is_refused(tmp_path):
+    sentinel = tmp_path / "pwned"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "x": _Evil(str(sentinel))}, tmp_path / "evil.pth")
+    with pytest.raises(ValueError, match="weights-only"):
+        read_state_dict(tmp_path / "evil.pth")
+    with pytest.raises(ValueError, match="weights-only"):
+        create_timm_model(NAME, 10, checkpoint=str(tmp_path / "evil.pth"))
+    assert not sentinel.exists()
+
+
+# --------------------------------------------------------------------------- RobustBench
+rb_zoo = pytest.importorskip("robustbench.model_zoo.cifar10")
+
+
+@pytest.fixture(scope="module")
+def mma(tmp_path_factory):
+    """RobustBench's Ding2020MMA architecture (WRN-28-4, 5.8 M parameters), random weights on disk."""
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    net = rb_zoo.Ding2020MMANet().eval()
+    path = robustbench_checkpoint_path("Ding2020MMA", root)
+    os.makedirs(os.path.dirname(path))
+    torch.save({"state_dict": {"module." + k: v for k, v in net.state_dict().items()}}, path)
+    return root, net
+
+
+def test_robustbench_load_from_model_dir(mma, x):
+    root, net = mma
+    assert robustbench_checkpoint_path("Ding2020MMA", root) == os.path.join(root, "cifar10", "Linf", "Ding2020MMA.pt")
+    model = load_robustbench_model("Ding2020MMA", root, "cifar10", "Linf")
+    assert not model.training
+    with torch.no_grad():
+        ref = net(x)
+        assert torch.allclose(model(x), ref, atol=1e-5)
+    model = load_robustbench_model("Ding2020MMA", root, num_reject=2)
+    assert head_spec(model) == (10, 2)
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == (3, 12) and torch.allclose(out[:, :10], ref, atol=1e-5)
+
+
+def test_robustbench_missing_file_says_where(tmp_path):
+    expected = os.path.join(tmp_path, "cifar10", "Linf", "Wong2020Fast.pt")
+    with pytest.raises(FileNotFoundError) as info:
+        load_robustbench_model("Wong2020Fast", tmp_path)
+    assert expected in str(info.value) and "never downloads" in str(info.value)
+    assert not os.path.exists(os.path.join(tmp_path, "cifar10"))  # nothing created either
+    # a model RobustBench routes to timm (Hugging Face hub) is refused the same way
+    with pytest.raises(FileNotFoundError, match="Debenedetti2022Light_XCiT-S12.pt"):
+        load_robustbench_model("Debenedetti2022Light_XCiT-S12", tmp_path)
+
+
+def test_robustbench_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="`name`"):
+        load_robustbench_model("NotAModel", tmp_path)
+    with pytest.raises(ValueError, match="`dataset`"):
+        load_robustbench_model("Standard", tmp_path, dataset="mnist")
+    with pytest.raises(ValueError, match="`threat_model`"):
+        load_robustbench_model("Standard", tmp_path, threat_model="L7")
+    with pytest.raises(ValueError, match="torchvision"):
+        load_robustbench_model("Standard_R50", tmp_path, dataset="imagenet")
+
+
+def test_robustbench_refuses_code_pickles(tmp_path):
+    path = robustbench_checkpoint_path("Ding2020MMA", tmp_path)
+    os.makedirs(os.path.dirname(path))
+    sentinel = tmp_path / "pwned"
+    torch.save({"state_dict": _Evil(str(sentinel))}, path)
+    with pytest.raises(ValueError, match="weights-only"):
+        load_robustbench_model("Ding2020MMA", tmp_path)
+    assert not sentinel.exists()
