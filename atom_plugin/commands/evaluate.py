@@ -333,6 +333,9 @@ def run(args) -> int:
     if args.max_examples is not None and args.max_examples < 1:
         raise ValueError(f"--max-examples must be >= 1, got {args.max_examples}.")
     tasks = _tasks(args.tasks)
+    parse_dataset_spec(args.data, "--data")
+    for spec in args.ood or []:  # check every spec before loading anything
+        parse_dataset_spec(spec, "--ood")
     device = torch.device(args.device) if args.device else D.default_device()
     model, k = load_model(args)
     test, train, bench = load_id_data(args.data, 0)

@@ -1,0 +1,175 @@
+"""``atom-ood attack``: write adversarial (or corrupted) OOD images to disk.
+
+For each OOD set: ``<out>/<set>/images.npy`` (``float32 (N, C, H, W)`` in [0, 1], exact;
+or ``uint8 (N, H, W, C)`` with ``--format uint8``, the layout of
+:func:`atom_plugin.data.load_npy_images`), ``scores.npy`` (``float64 (N, 2)``: OOD score
+of the clean and of the attacked image), PNGs of the first ``--png`` images, and
+``<out>/attack.json`` with the settings and per-set score summaries.  Nothing is pickled.
+
+Example::
+
+    atom-ood attack --checkpoint runs/atom/last.pt --data default --method linf --steps 40 --out adv/
+    atom-ood attack --timm resnet18 --weights r18.pth --num-classes 10 --data svhn:/data \
+        --method compositional --max-examples 1000 --format uint8 --out adv_svhn/
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .evaluate import (add_detector_args, add_model_args, build_detector, load_model, load_ood_sets,
+                       parse_dataset_spec, parse_fraction)
+
+__all__ = ["add_parser", "run"]
+
+METHODS = ("linf", "corruption", "compositional", "in")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "attack", help="write adversarial / corrupted OOD images of a dataset to disk (.npy + PNG)",
+        description="Attack the images of a dataset against an OOD detector and save them: "
+                    "linf (white-box PGD making OOD look ID), corruption (best of the corruptions), "
+                    "compositional (corruption then PGD), in (PGD making ID look OOD). "
+                    "Writes <out>/<set>/images.npy, scores.npy, PNGs and <out>/attack.json.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_model_args(p)
+    add_detector_args(p)
+    g = p.add_argument_group("data")
+    g.add_argument("--data", nargs="+", default=["default"], metavar="SPEC",
+                   help="sets to attack: [LABEL=]KIND:PATH (svhn, cifar10, cifar100, textures, places365, "
+                        "lsun_crop, lsun_resize, isun, folder, random300k, npy) or 'default' (the six embedded "
+                        "OOD sets) / 'default:NAME' (one of them)")
+    g.add_argument("--max-examples", type=int, default=None, metavar="N", help="first N images of every set")
+    g.add_argument("--batch-size", type=int, default=128)
+    a = p.add_argument_group("attack")
+    a.add_argument("--method", default="linf", choices=METHODS)
+    a.add_argument("--eps", type=parse_fraction, default=8 / 255, help="L-inf radius, e.g. 8/255")
+    a.add_argument("--alpha", type=parse_fraction, default=1 / 255, help="PGD step size, e.g. 1/255")
+    a.add_argument("--steps", type=int, default=40)
+    a.add_argument("--restarts", type=int, default=1)
+    a.add_argument("--corruptions", nargs="+", default=None, metavar="NAME")
+    a.add_argument("--severities", nargs="+", type=int, default=None, metavar="S")
+    a.add_argument("--corruption-backend", default=None, choices=("torch", "imagecorruptions"))
+    a.add_argument("--seed", type=int, default=0)
+    o = p.add_argument_group("output")
+    o.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    o.add_argument("--format", default="float32", choices=("float32", "uint8"),
+                   help="images.npy as float32 (N,C,H,W) in [0,1] (exact) or uint8 (N,H,W,C) (rounded)")
+    o.add_argument("--png", type=int, default=16, metavar="N", help="also save the first N images as PNG (0: none)")
+    o.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=run)
+    return p
+
+
+def _build_attack(args, det):
+    from ..evaluation import _build_attacks  # the evaluation's construction path
+
+    ckw = {}
+    if args.corruptions is not None:
+        ckw["corruptions"] = list(args.corruptions)
+    if args.severities is not None:
+        ckw["severities"] = list(args.severities)
+    if args.corruption_backend is not None:
+        ckw["backend"] = args.corruption_backend
+    if args.method == "in":
+        return _build_attacks(det, (), True, args.eps, args.alpha, args.steps, args.restarts, ckw, None)["in"]
+    return _build_attacks(det, (args.method,), False, args.eps, args.alpha, args.steps, args.restarts, ckw,
+                          None)[args.method]
+
+
+def _save_png(img_hwc, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    plt.imsave(path, img_hwc[..., 0] if img_hwc.shape[-1] == 1 else img_hwc, cmap="gray" if img_hwc.shape[-1] == 1 else None)
+
+
+def run(args) -> int:
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    from .. import distributed as D
+    from ..evaluation import _Scorer, _batch_seed, _run_attack, _split_batch, _to_uint8
+
+    for opt, val, low in (("--steps", args.steps, 1), ("--restarts", args.restarts, 1),
+                          ("--batch-size", args.batch_size, 1), ("--seed", args.seed, 0), ("--png", args.png, 0)):
+        if val < low:
+            raise ValueError(f"{opt} must be >= {low}, got {val}.")
+    if args.max_examples is not None and args.max_examples < 1:
+        raise ValueError(f"--max-examples must be >= 1, got {args.max_examples}.")
+    if D.get_world_size() > 1:  # pragma: no cover
+        raise ValueError("atom-ood attack runs in one process; launch it without torchrun.")
+    for spec in args.data:
+        parse_dataset_spec(spec, "--data")
+    device = torch.device(args.device) if args.device else D.default_device()
+    sets = load_ood_sets(args.data, option="--data")
+    model, k = load_model(args)
+    model = model.to(device).eval()
+    if args.detector == "mahalanobis":
+        raise ValueError("--detector mahalanobis needs ID training data; use `atom-ood eval` or the Python API.")
+    det = build_detector(args, model, k, None)
+    det.eval()
+    atk = _build_attack(args, det)
+    scorer = _Scorer(det)
+    os.makedirs(args.out, exist_ok=True)
+    summary = {"method": args.method, "eps": args.eps, "alpha": args.alpha, "steps": args.steps,
+               "restarts": args.restarts, "seed": args.seed, "detector": type(det).__name__,
+               "attack": type(atk).__name__, "format": args.format,
+               "model_source": args.checkpoint or args.timm or args.robustbench, "sets": {}}
+    from tqdm.auto import tqdm
+
+    for name, ds in sets.items():
+        n = len(ds) if args.max_examples is None else min(len(ds), args.max_examples)
+        loader = DataLoader(Subset(ds, range(n)), batch_size=args.batch_size, shuffle=False)
+        folder = os.path.join(args.out, name.replace(os.sep, "_"))
+        os.makedirs(folder, exist_ok=True)
+        shape = None
+        out = None
+        scores = np.zeros((n, 2), dtype=np.float64)
+        pos = 0
+        for b, batch in enumerate(tqdm(loader, desc=name, disable=args.quiet, leave=False)):
+            x, _ = _split_batch(batch)
+            x = x.to(device)
+            if b == 0:
+                from .._validation import check_images
+
+                check_images(x, f"--data {name} images")
+            adv = _run_attack(atk, x, _batch_seed(args.seed, name, args.method, b))
+            s0, s1 = scorer.score(x).cpu().numpy(), scorer.score(adv).cpu().numpy()
+            arr = adv.cpu().float().numpy() if args.format == "float32" else _to_uint8(adv)
+            if out is None:
+                shape = (n,) + arr.shape[1:]
+                out = np.lib.format.open_memmap(os.path.join(folder, "images.npy"), mode="w+",
+                                                dtype=arr.dtype, shape=shape)
+            out[pos:pos + len(arr)] = arr
+            scores[pos:pos + len(arr), 0], scores[pos:pos + len(arr), 1] = s0, s1
+            u8 = _to_uint8(adv)
+            for i in range(len(arr)):
+                if pos + i < args.png:
+                    _save_png(u8[i], os.path.join(folder, f"{pos + i:05d}.png"))
+            pos += len(arr)
+        out.flush()
+        del out
+        np.save(os.path.join(folder, "scores.npy"), scores, allow_pickle=False)
+        summary["sets"][name] = {
+            "n": int(n), "images": os.path.join(folder, "images.npy"), "shape": list(shape),
+            "mean_score_clean": float(scores[:, 0].mean()), "mean_score_attacked": float(scores[:, 1].mean()),
+            # "in" pushes scores up, the other methods down
+            "fraction_moved": float(np.mean(scores[:, 1] > scores[:, 0]) if args.method == "in"
+                                    else np.mean(scores[:, 1] < scores[:, 0])),
+        }
+        if not args.quiet:
+            s = summary["sets"][name]
+            print(f"{name}: {n} images, mean OOD score {s['mean_score_clean']:.4g} -> {s['mean_score_attacked']:.4g}",
+                  file=sys.stderr)
+    with open(os.path.join(args.out, "attack.json"), "w", encoding="utf-8") as fh:
+        json.dump(summary, fh, indent=1)
+    print(os.path.abspath(args.out))
+    return 0
