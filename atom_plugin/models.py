@@ -110,6 +110,10 @@ def find_classifier(model: nn.Module) -> tuple[nn.Module, str, nn.Linear]:
         named = [(n, m) for n, m in candidates if m is head]
         if named:
             candidates = named
+        elif isinstance(head, nn.Module) and hasattr(inner, "reset_classifier"):
+            # A timm model whose head is not a Linear (e.g. nn.Identity after num_classes=0):
+            # the last Linear would be inside the backbone (a ViT MLP), never the classifier.
+            candidates = []
     if not candidates:
         raise ValueError(
             f"`model` ({type(inner).__name__}) has no recognisable classifier: no nn.Linear layer found. "
@@ -145,6 +149,14 @@ def with_reject_head(model: nn.Module, num_classes: int, num_reject: int = 1) ->
         raise TypeError(f"`model` must be an nn.Module, got {type(model).__name__}.")
     check_int(num_classes, "num_classes", low=1)
     check_int(num_reject, "num_reject", low=0)
+    inner = _unwrap(model)
+    head = inner.get_classifier() if hasattr(inner, "get_classifier") else None
+    if hasattr(inner, "reset_classifier") and isinstance(head, nn.Module) and not isinstance(head, nn.Linear):
+        # timm model without a Linear head (headless, or a non-Linear head): let timm build one.
+        inner.reset_classifier(num_classes + num_reject)
+        model.ood_num_classes = num_classes
+        model.ood_num_reject = num_reject
+        return model
     parent, attr, old = find_classifier(model)
     new = nn.Linear(old.in_features, num_classes + num_reject, bias=True)
     new = new.to(device=old.weight.device, dtype=old.weight.dtype)
