@@ -6,11 +6,20 @@ confidence ``M_l(x) = -min_c (h_l - mu_{l,c})^T S_l^+ (h_l - mu_{l,c})`` (square
 Mahalanobis distance to the closest class; higher = more in-distribution).  With
 ``noise > 0`` each layer's score is taken at Lee et al.'s preprocessed input
 ``x~_l = clamp(x - noise * sign(grad_x min_c d_{l,c}(x)), 0, 1)``.  A logistic regression
-(``sklearn.linear_model.LogisticRegressionCV``) on ``(M_1, ..., M_L)`` is trained with
+(``sklearn.linear_model.LogisticRegressionCV``, on standardized inputs; the scaling is
+folded back into the weights) on ``(M_1, ..., M_L)`` is trained with
 **OOD as the positive class** (label 1, as in Lee et al.'s code), so
 
 * ``score(x) = sum_l a_l M_l(x) + b`` is the OOD logit (``sigmoid(score) = P(OOD)``);
 * ``attack_loss(x) = log(1 + exp(-score(x))) = -log P(OOD)`` (paper eq. 116).
+
+Saturation: eq. 116 is ``softplus(-d)`` with ``d`` the OOD logit; its gradient is
+``-sigmoid(-d) grad d``, which underflows to exactly 0 in float32 once ``d > ~88``
+(``P(OOD) > 1 - 1e-38``), e.g. for inputs far from the training data.  A sign-gradient
+attack (PGD, APGD) then does not move at all.  ``attack_objective="logit"`` uses ``-d``
+instead: a strictly increasing function of eq. 116, so the same maximizers, the same
+sign gradients wherever eq. 116's gradient is representable and the same accept / reject
+comparisons, but no underflow.  The default stays the paper's eq. 116.
 
 Everything is differentiable in ``x``: the min over classes passes the gradient to the
 closest class, and the preprocessing direction ``sign(...)`` is piecewise constant (zero
@@ -31,7 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._validation import check_float, check_images, check_int
+from .._validation import check_choice, check_float, check_images, check_int
 from ..features import FeatureTap
 from ..objectives import mahalanobis_logistic
 from ._checked import CheckedDetector
@@ -106,17 +115,21 @@ class Mahalanobis(CheckedDetector):
         rcond: eigenvalues of a covariance below ``rcond * max eigenvalue`` are dropped
             (pseudo-inverse of a singular covariance).
         ridge: added to the covariance as ``ridge * mean eigenvalue * I`` before inversion.
+        attack_objective: ``"logistic"`` (paper eq. 116, default) or ``"logit"`` (``-score``,
+            its non-saturating monotone equivalent; see the module docstring).
 
     After :meth:`fit`: ``coef`` ``(L,)``, ``intercept`` ``()``, per-layer buffers
     ``mean_l`` ``(K, D_l)`` and ``whiten_l`` ``(D_l, r_l)``; ``lr_`` is the fitted
-    scikit-learn model.  All of them are in ``state_dict()``, so a fitted detector can be
+    scikit-learn pipeline (``StandardScaler`` then ``LogisticRegressionCV``) on raw ``M``;
+    ``score(x) == lr_.decision_function(layer_scores(x))``.  All of them are in ``state_dict()``, so a fitted detector can be
     saved and loaded into a fresh ``Mahalanobis(model, layers)``.
     """
 
     fitted = False
 
     def __init__(self, model: nn.Module, layers: Sequence[str] | None = None, noise: float = 0.0,
-                 num_classes: int | None = None, rcond: float = 1e-6, ridge: float = 0.0) -> None:
+                 num_classes: int | None = None, rcond: float = 1e-6, ridge: float = 0.0,
+                 attack_objective: str = "logistic") -> None:
         super().__init__(model, num_classes)
         tap = FeatureTap(model, layers)
         object.__setattr__(self, "_tap", tap)  # not a submodule: the model is registered once
@@ -124,6 +137,7 @@ class Mahalanobis(CheckedDetector):
         self.noise = check_float(noise, "noise", low=0.0)
         self.rcond = check_float(rcond, "rcond", low=0.0)
         self.ridge = check_float(ridge, "ridge", low=0.0)
+        self.attack_objective = check_choice(attack_objective, "attack_objective", ("logistic", "logit"))
         for i in range(len(self.layers)):
             self.register_buffer(f"mean_{i}", torch.empty(0))
             self.register_buffer(f"whiten_{i}", torch.empty(0))
@@ -205,6 +219,8 @@ class Mahalanobis(CheckedDetector):
 
     def _attack_loss(self, x: torch.Tensor) -> torch.Tensor:
         self._require_fit()
+        if self.attack_objective == "logit":
+            return -(self._layer_scores(x) @ self.coef + self.intercept)
         return mahalanobis_logistic(self._layer_scores(x), self.coef, self.intercept)
 
     # -- fitting ---------------------------------------------------------------------------
@@ -335,6 +351,9 @@ class Mahalanobis(CheckedDetector):
         """
         from sklearn.linear_model import LogisticRegressionCV
         from sklearn.model_selection import StratifiedKFold
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+        from threadpoolctl import threadpool_limits
 
         check_int(lr_samples, "lr_samples", low=2)
         check_int(batch_size, "batch_size", low=1)
@@ -363,7 +382,11 @@ class Mahalanobis(CheckedDetector):
                 feats = np.concatenate([a, b])
                 labels = np.concatenate([np.zeros(len(a)), np.ones(len(b))])  # OOD = 1
                 cv = StratifiedKFold(min(5, len(a), len(b)), shuffle=True, random_state=seed)
-                return LogisticRegressionCV(cv=cv, max_iter=2000, **_lr_kwargs()).fit(feats, labels)
+                # standardized inputs: distances can be ~1e4, which makes lbfgs crawl
+                pipe = make_pipeline(StandardScaler(),
+                                     LogisticRegressionCV(cv=cv, max_iter=2000, **_lr_kwargs()))
+                with threadpool_limits(1):  # L features: threads only add overhead
+                    return pipe.fit(feats, labels)
 
             best = None
             for noise in _progress(grid, progress and len(grid) > 1, "Mahalanobis: noise"):
@@ -383,8 +406,11 @@ class Mahalanobis(CheckedDetector):
             _, self.noise, s_in, s_out = best
             lr = fit_lr(s_in, s_out)
             self.lr_ = lr
-            self.coef = torch.as_tensor(lr.coef_[0], dtype=torch.float32, device=dev)
-            self.intercept = torch.as_tensor(lr.intercept_[0], dtype=torch.float32, device=dev)
+            scaler, reg = lr[0], lr[-1]
+            coef = reg.coef_[0] / scaler.scale_  # fold the standardization into the weights
+            intercept = reg.intercept_[0] - float(np.dot(coef, scaler.mean_))
+            self.coef = torch.as_tensor(coef, dtype=torch.float32, device=dev)
+            self.intercept = torch.as_tensor(intercept, dtype=torch.float32, device=dev)
             self.fitted = True
         finally:
             for m, mode in modes.items():
