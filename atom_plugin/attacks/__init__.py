@@ -6,5 +6,8 @@ reverse.  See :mod:`atom_plugin.attacks.base`.
 """
 from .base import DetectorDecision, OODAttack
 from .ood_pgd import OODPGD
+from .ood_fgsm import OODFGSM
+from .ood_apgd import OODAPGD
 from .corruption import CorruptionAttack
 from .compositional import CompositionalAttack
+from .ood_multi import OODMultiAttack

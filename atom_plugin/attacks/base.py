@@ -240,23 +240,27 @@ class OODAttack(_TAAttack):
     def _value(self, x: torch.Tensor) -> torch.Tensor:
         return self._signed_objective(x).detach()
 
-    def _clean_objective(self, x: torch.Tensor, need_grad: bool = True) -> torch.Tensor:
-        """Signed objective at the clean images, validated once (shape, NaN, differentiable)."""
+    def _clean_objective(self, x: torch.Tensor, with_grad: bool = False):
+        """Signed objective ``(B,)`` at the clean images, validated once (shape, NaN,
+        differentiable in ``x``); with ``with_grad`` also its gradient w.r.t. ``x``."""
+        xr = x.detach().requires_grad_(True)
         with torch.enable_grad():
-            xr = x.detach().requires_grad_(need_grad)
             f = self._signed_objective(xr)
         if not isinstance(f, torch.Tensor) or f.dim() != 1 or f.shape[0] != x.shape[0]:
             shape = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
             raise ValueError(f"The detector's attack_loss / `objective` must return shape (B,) = ({x.shape[0]},), "
                              f"got {shape}.")
-        if need_grad and not f.requires_grad:
+        if not f.requires_grad:
             raise ValueError(
                 "The detector's attack_loss / `objective` is not differentiable with respect to the images "
                 "(computed under torch.no_grad() or detached). Gradient attacks need a differentiable "
                 "objective; use a black-box attack (e.g. CorruptionAttack) for this detector."
             )
         check_scores(f.detach(), "objective at the clean images")
-        return f.detach()
+        if not with_grad:
+            return f.detach()
+        (g,) = torch.autograd.grad(f.sum(), xr, allow_unused=True)
+        return f.detach(), (torch.zeros_like(x) if g is None else g)
 
     # -- random starts and the threat model -------------------------------------------
     def _generator(self, x: torch.Tensor) -> torch.Generator | None:
@@ -281,7 +285,8 @@ class OODAttack(_TAAttack):
         lo = torch.ceil((x - self.eps).clamp(min=0.0) * 255.0 - 1e-4) / 255.0
         hi = torch.floor((x + self.eps).clamp(max=1.0) * 255.0 + 1e-4) / 255.0
         r = torch.min(torch.max(torch.round(x_adv * 255.0) / 255.0, lo), hi)
-        return torch.where(lo <= hi, r, x_adv)
+        r = torch.where(lo <= hi, r, x_adv)
+        return self._project(r, x)  # moves a value by at most a float rounding error
 
     @staticmethod
     def _keep_best(f: torch.Tensor, x: torch.Tensor, best_f: torch.Tensor, best_x: torch.Tensor):

@@ -21,7 +21,8 @@ class OODPGD(OODAttack):
     returned, **the clean input included as a candidate**, so the objective at the output is
     never worse than at the input (exactly, per sample).
 
-    Cost per call: 1 forward (clean) + ``restarts * (steps`` forward-backward ``+ 1`` forward).
+    Cost per call: ``restarts * steps`` forward-backward passes + ``restarts + 1`` forwards
+    (with ``random_start=False`` the clean pass doubles as the first step).
 
     Args:
         model: a Detector, or an ``nn.Module`` classifier with ``objective``.
@@ -71,13 +72,19 @@ class OODPGD(OODAttack):
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         x = self._prepare(images)
-        clean_f = self._clean_objective(x)
+        if self.random_start:
+            clean_f, clean_g = self._clean_objective(x), None
+        else:  # the first iterate is the clean point: reuse its gradient
+            clean_f, clean_g = self._clean_objective(x, with_grad=True)
         best_f, best_x = clean_f, x.clone()
         gen = self._generator(x)
         for _ in range(self.restarts):
             x_adv = self._random_start(x, gen) if self.random_start else x.clone()
-            for _ in range(self.steps):
-                f, g = self._value_and_grad(x_adv)
+            for step in range(self.steps):
+                if step == 0 and clean_g is not None:
+                    f, g = clean_f, clean_g
+                else:
+                    f, g = self._value_and_grad(x_adv)
                 best_f, best_x = self._keep_best(f, x_adv, best_f, best_x)
                 x_adv = self._project(x_adv + self.alpha * g.sign(), x)
             best_f, best_x = self._keep_best(self._value(x_adv), x_adv, best_f, best_x)
