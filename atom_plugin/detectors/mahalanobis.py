@@ -193,8 +193,8 @@ class Mahalanobis(CheckedDetector):
         noise = self.noise if noise is None else noise
         if noise == 0.0:
             return -torch.stack(self._dists_at(x), dim=1)
-        with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
+        with torch.inference_mode(False), torch.enable_grad():  # also under no_grad / inference_mode
+            xg = x.detach().clone().requires_grad_(True)
             dists = self._dists_at(xg)
             grads = [torch.autograd.grad(d.sum(), xg, retain_graph=i + 1 < len(dists))[0]
                      for i, d in enumerate(dists)]

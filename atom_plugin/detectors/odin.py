@@ -85,8 +85,8 @@ class ODIN(CheckedDetector):
         works under ``torch.no_grad`` too (the inner gradient is computed regardless)."""
         if self.epsilon == 0.0:
             return x
-        with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
+        with torch.inference_mode(False), torch.enable_grad():  # also under no_grad / inference_mode
+            xg = x.detach().clone().requires_grad_(True)
             log_smax = F.log_softmax(self._tempered(xg), dim=1).amax(dim=1)
             (g,) = torch.autograd.grad(log_smax.sum(), xg)
         return (x + self.epsilon * g.sign()).clamp(0.0, 1.0)
