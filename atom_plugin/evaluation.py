@@ -8,9 +8,9 @@ Protocol (what :func:`evaluate` measures)
   chosen **once** and reused for every task.
 * **OOD tasks**, each applied to every OOD set:
   ``natural`` (clean images), ``corruption`` (black-box corruption attack,
-  :class:`atom_plugin.corruptions.CorruptionAttack`), ``linf`` (white-box L∞ PGD,
+  :class:`atom_plugin.attacks.CorruptionAttack`), ``linf`` (white-box L∞ PGD,
   :class:`atom_plugin.attacks.OODPGD`, eps/alpha/steps/restarts), ``compositional``
-  (corruption then L∞, :class:`atom_plugin.corruptions.CompositionalAttack`).  For each
+  (corruption then L∞, :class:`atom_plugin.attacks.CompositionalAttack`).  For each
   (set, task): :func:`atom_plugin.metrics.ood_metrics` of (natural ID scores, task OOD
   scores): FPR at 95% TPR (ID positive; equal to the fraction of attacked OOD inputs
   accepted at ``t``), AUROC, AUPR-in, AUPR-out, detection error, and the OOD-positive
@@ -179,11 +179,23 @@ def _filter_kwargs(cls: Any, kwargs: dict) -> dict:
     return {k: v for k, v in kwargs.items() if k in params}
 
 
+def _import_attack(name: str, task: str):
+    try:
+        from . import attacks
+
+        return getattr(attacks, name)
+    except (ImportError, AttributeError) as err:  # pragma: no cover - during development only
+        raise ImportError(f"task {task!r} needs atom_plugin.attacks.{name}: {err}") from err
+
+
 def _build_attacks(detector, tasks, attack_id, eps, alpha, steps, restarts, corruption_kwargs,
                    custom: Mapping[str, AttackFn] | None) -> dict[str, AttackFn | None]:
+    """The attack of every task.  Built-in attacks get ``seed=None`` so that they draw
+    from the global RNG, which :func:`_seeded` seeds per (set, task, batch)."""
     custom = dict(custom or {})
     out: dict[str, AttackFn | None] = {}
-    pgd = dict(eps=eps, alpha=alpha, steps=steps, restarts=restarts, random_start=True)
+    pgd = dict(eps=eps, alpha=alpha, steps=steps, restarts=restarts, random_start=True, seed=None)
+    ckw = dict(corruption_kwargs, seed=None)
     wanted = list(tasks) + (["in"] if attack_id else [])
     for task in wanted:
         if task in custom:
@@ -192,24 +204,18 @@ def _build_attacks(detector, tasks, attack_id, eps, alpha, steps, restarts, corr
         if task == "natural":
             out[task] = None
         elif task in ("linf", "in"):
-            try:
-                from .attacks import OODPGD
-            except ImportError as err:  # pragma: no cover - during development only
-                raise ImportError(f"task {task!r} needs atom_plugin.attacks.OODPGD: {err}") from err
-            kw = dict(pgd, target="ood" if task == "linf" else "in")
-            out[task] = OODPGD(detector, **_filter_kwargs(OODPGD, kw))
+            OODPGD = _import_attack("OODPGD", task)
+            out[task] = OODPGD(detector, **_filter_kwargs(OODPGD, dict(pgd, target="ood" if task == "linf" else "in")))
         elif task == "corruption":
-            try:
-                from .corruptions import CorruptionAttack
-            except ImportError as err:  # pragma: no cover
-                raise ImportError(f"task 'corruption' needs atom_plugin.corruptions.CorruptionAttack: {err}") from err
-            out[task] = CorruptionAttack(detector, **_filter_kwargs(CorruptionAttack, dict(corruption_kwargs)))
+            CorruptionAttack = _import_attack("CorruptionAttack", task)
+            out[task] = CorruptionAttack(detector, **_filter_kwargs(CorruptionAttack, ckw))
         elif task == "compositional":
-            try:
-                from .corruptions import CompositionalAttack
-            except ImportError as err:  # pragma: no cover
-                raise ImportError(f"task 'compositional' needs atom_plugin.corruptions.CompositionalAttack: {err}") from err
-            kw = dict(corruption_kwargs, **pgd)
+            CorruptionAttack = _import_attack("CorruptionAttack", task)
+            CompositionalAttack = _import_attack("CompositionalAttack", task)
+            OODPGD = _import_attack("OODPGD", task)
+            kw = {"corruption_attack": CorruptionAttack(detector, **_filter_kwargs(CorruptionAttack, ckw)),
+                  "linf_attack": OODPGD(detector, **_filter_kwargs(OODPGD, pgd)),
+                  "eps": eps, "alpha": alpha, "steps": steps, "seed": None}
             out[task] = CompositionalAttack(detector, **_filter_kwargs(CompositionalAttack, kw))
         else:  # pragma: no cover - validated earlier
             raise ValueError(f"unknown task {task!r}")
@@ -219,6 +225,21 @@ def _build_attacks(detector, tasks, attack_id, eps, alpha, steps, restarts, corr
             "(or set attack_id=True for 'in')."
         )
     return out
+
+
+def _take_histogram(atk: Any) -> dict | None:
+    """The corruption win histogram of ``atk`` since the last call (summed over ranks)."""
+    if atk is None or not hasattr(atk, "win_histogram"):
+        return None
+    h = dict(atk.win_histogram())
+    ca = getattr(atk, "corruption_attack", atk)
+    if hasattr(ca, "reset_histogram"):
+        ca.reset_histogram()
+    total: dict[str, int] = {}
+    for part in D.all_gather_object(h):
+        for k, v in part.items():
+            total[k] = total.get(k, 0) + int(v)
+    return {k: v for k, v in sorted(total.items(), key=lambda kv: -kv[1]) if v}
 
 
 def _run_attack(atk: AttackFn | None, x: torch.Tensor, seed: int) -> torch.Tensor:
@@ -458,6 +479,7 @@ def evaluate(
         # --- OOD sets ----------------------------------------------------------
         metrics: dict[str, dict[str, dict[str, float]]] = {}
         ood_scores: dict[str, dict[str, np.ndarray]] = {}
+        wins: dict[str, dict[str, dict[str, int]]] = {}
         examples: dict[str, dict[str, np.ndarray]] = {"__id__": {k: v for k, v in id_examples.items() if v is not None}}
         for set_name, data in ood_sets.items():
             local = []
@@ -491,6 +513,10 @@ def evaluate(
                 if ex is not None:
                     examples[set_name][task] = ex
             metrics[set_name] = _set_metrics(id_scores, id_in, ood_scores[set_name], thr, tpr)
+            for task in ("corruption", "compositional"):
+                h = _take_histogram(atks.get(task)) if task in tasks else None
+                if h is not None:
+                    wins.setdefault(set_name, {})[task] = h
     finally:
         detector.train(was_training)
 
@@ -505,6 +531,8 @@ def evaluate(
         "world_size": D.get_world_size(), "ood_sets": list(ood_sets),
         "attacks": {k: (type(v).__name__ if v is not None else None) for k, v in atks.items()},
     }
+    if wins:
+        config["corruption_wins"] = wins  # {set: {task: {corruption or "clean": images won}}}
     return Report(metrics=metrics, id_metrics=id_metrics, scores=scores, examples=examples,
                   config=config, name=name)
 

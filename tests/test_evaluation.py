@@ -29,7 +29,7 @@ def _blur(x):
 def _corruption_settings():
     """Real corruption attacks with a small subset when they exist, else a stand-in."""
     try:
-        from atom_plugin.corruptions import CompositionalAttack, CorruptionAttack  # noqa: F401
+        from atom_plugin.attacks import CompositionalAttack, CorruptionAttack  # noqa: F401
     except ImportError:
         return {"attacks": {"corruption": _blur, "compositional": _blur}}
     return {"corruptions": ["gaussian_noise", "contrast"], "severities": [1, 3]}
@@ -51,9 +51,9 @@ def _synthetic(n, seed, labels=True):
 def bench_report(tmp_path_factory):
     from atom_plugin.data import load_default_benchmark
 
-    b = load_default_benchmark(n_aux=8, n_ood_per_set=12)
+    b = load_default_benchmark(n_aux=8, n_ood_per_set=8)
     det = RejectClass(_tiny_kplus1(b.mean, b.std))
-    rep = evaluate(det, b.test, b.ood, tasks=TASKS4, steps=2, batch_size=12, max_examples_per_set=24,
+    rep = evaluate(det, b.test, b.ood, tasks=TASKS4, steps=2, batch_size=8, max_examples_per_set=16,
                    attack_id=True, progress=False, keep_examples=3, seed=0, name="tiny",
                    **_corruption_settings())
     folder = tmp_path_factory.mktemp("report")
@@ -67,8 +67,8 @@ def test_full_report_on_embedded_benchmark(bench_report):
     assert rep.tasks == list(TASKS4) + ["in", "in_out"]
     for s in rep.sets:
         assert set(rep.metrics[s]) == set(rep.tasks)
-        assert rep.scores["ood"][s]["natural"].shape == (12,)  # sets have 12 images
-    assert rep.scores["id"]["natural"].shape == (24,)  # truncated by max_examples_per_set
+        assert rep.scores["ood"][s]["natural"].shape == (8,)  # sets have 8 images
+    assert rep.scores["id"]["natural"].shape == (16,)  # truncated by max_examples_per_set
     # files
     for key in ("table", "json", "csv", "examples_npz", "roc", "histograms", "examples"):
         assert os.path.getsize(paths[key]) > 0, key
@@ -114,6 +114,12 @@ def test_attacks_move_scores_the_right_way(bench_report):
     for s in rep.sets:
         sc = rep.scores["ood"][s]
         assert np.all(sc["linf"] <= sc["natural"] + 1e-6)
+        # the corruption attack counts the clean image as a candidate, PGD keeps its centre
+        assert np.all(sc["corruption"] <= sc["natural"] + 1e-6)
+        assert np.all(sc["compositional"] <= sc["natural"] + 1e-6)
+        wins = rep.config.get("corruption_wins")
+        if wins is not None:  # real CorruptionAttack: a win histogram per set and task
+            assert sum(wins[s]["corruption"].values()) == sc["corruption"].size
     # the "in" attack pushes ID scores up
     assert np.all(rep.scores["id"]["in"] >= rep.scores["id"]["natural"] - 1e-6)
     assert rep.scores["id"]["in"].mean() > rep.scores["id"]["natural"].mean()
