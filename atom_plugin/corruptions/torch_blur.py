@@ -72,30 +72,58 @@ def gaussian_blur(x: torch.Tensor, severity: int, draws: TorchDraws | None = Non
 
 
 # -- glass -----------------------------------------------------------------------------
-def glass_blur(x: torch.Tensor, severity: int, draws: TorchDraws) -> torch.Tensor:
-    """Gaussian blur, uint8 truncation, local pixel shuffle, gaussian blur.
+@lru_cache(maxsize=None)
+def _wavefronts(H: int, W: int, delta: int):
+    """Sweep positions of the reference's pixel shuffle grouped into wavefronts.
 
-    The reference shuffles by sequential swaps (pixel (h, w) with a random neighbour at
-    offset in [-max_delta, max_delta) for h, w sweeping the interior downwards, repeated
-    ``iterations`` times), which cannot be vectorized exactly.  Here every interior pixel
-    takes the value at an independent random offset from the same range, ``iterations``
-    times: the same displacement scale, hence matching output statistics."""
+    The reference visits pixel (h, w) for h = H - delta .. delta + 1 (outer, descending)
+    and w = W - delta .. delta + 1 (inner, descending) and writes
+    ``x[h, w], x[h', w'] = x[h', w'], x[h, w]`` with (h', w') = (h + dy, w + dx),
+    dy, dx in [-delta, delta).  On NumPy/numba row views this tuple "swap" is a copy:
+    ``x[h, w]`` gets ``x[h', w']`` and ``x[h', w']`` keeps its value (the second
+    assignment copies the already overwritten view back).  With ``a = 2 delta + 1`` and
+    ``t = a (h0 - h) + (w0 - w)``, steps with equal ``t`` touch disjoint pixels and every
+    pair of steps that can touch a common pixel keeps its sequential order, so running the
+    wavefronts in increasing ``t`` (each one vectorized) is exactly the sequential sweep.
+    Returns (flat positions (N,), position order in the sweep (N,), wavefront bounds)."""
+    h0, w0 = H - delta, W - delta
+    hs = np.arange(h0, delta, -1)
+    ws = np.arange(w0, delta, -1)
+    if hs.size == 0 or ws.size == 0:
+        return None
+    a = 2 * delta + 1
+    hh, ww = np.meshgrid(hs, ws, indexing="ij")
+    seq = np.arange(hh.size).reshape(hh.shape)  # index of the swap in the sweep
+    t = a * (h0 - hh) + (w0 - ww)
+    order = np.argsort(t.ravel(), kind="stable")
+    tt = t.ravel()[order]
+    bounds = np.flatnonzero(np.diff(np.concatenate([[-1], tt, [tt[-1] + 1]]))).tolist()
+    pos = (hh * W + ww).ravel()[order]
+    return torch.from_numpy(pos), torch.from_numpy(seq.ravel()[order]), bounds
+
+
+def glass_blur(x: torch.Tensor, severity: int, draws: TorchDraws) -> torch.Tensor:
+    """Gaussian blur, uint8 truncation, local pixel shuffle, gaussian blur (reference
+    algorithm; the sequential sweep runs as wavefronts of independent steps, exact for
+    the same random offsets, batched over images)."""
     sigma, delta, iters = GLASS[severity - 1]
     B, C, H, W = x.shape
     y = torch.floor(gaussian_filter(x, sigma) * 255.0) / 255.0
-    h0, h1, w0, w1 = delta + 1, H - delta, delta + 1, W - delta  # inclusive sweep range
-    if h1 >= h0 and w1 >= w0:
-        hs = torch.arange(h0, h1 + 1, device=x.device)
-        ws = torch.arange(w0, w1 + 1, device=x.device)
-        bidx = torch.arange(B, device=x.device).view(B, 1, 1)
+    wf = _wavefronts(H, W, delta)
+    if wf is not None:
+        pos, seq, bounds = wf
+        pos, seq = pos.to(x.device), seq.to(x.device)
+        n = pos.numel()
+        flat = y.reshape(B, C, H * W).clone()
         for _ in range(iters):
-            dy = torch.floor(draws.uniform((B, hs.numel(), ws.numel()), -delta, delta)).long()
-            dx = torch.floor(draws.uniform((B, hs.numel(), ws.numel()), -delta, delta)).long()
-            src_h = (hs.view(1, -1, 1) + dy).clamp_(0, H - 1)
-            src_w = (ws.view(1, 1, -1) + dx).clamp_(0, W - 1)
-            vals = y.permute(0, 2, 3, 1)[bidx, src_h, src_w]  # (B, h, w, C)
-            y = y.clone()
-            y[:, :, h0:h1 + 1, w0:w1 + 1] = vals.permute(0, 3, 1, 2)
+            # one (dx, dy) per step of the sweep, uniform integers in [-delta, delta)
+            d = torch.floor(draws.uniform((B, n, 2), -delta, delta)).long()
+            d = d[:, seq]                                        # (B, N, 2) in wavefront order
+            partner = pos.view(1, -1) + d[..., 1] * W + d[..., 0]  # (B, N)
+            for s, e in zip(bounds[:-1], bounds[1:]):
+                q = partner[:, s:e].unsqueeze(1).expand(B, C, e - s)
+                flat.index_copy_(2, pos[s:e], flat.gather(2, q))
+        y = flat.view(B, C, H, W)
     return gaussian_filter(y, sigma).clamp_(0, 1)
 
 

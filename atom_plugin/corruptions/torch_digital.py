@@ -5,7 +5,8 @@ Brightness and saturate work in HSV like the reference (skimage) but in closed f
 hue fixed, every RGB channel is affine in value and saturation.  Elastic transform is
 deterministic given its two uniform random fields (smoothed with scipy's "reflect"
 gaussian, bilinear sampling with "reflect" borders, as scipy's ``map_coordinates``).
-Pixelate reproduces PIL's BOX downscale (0/1 box weights) and NEAREST upscale.  JPEG is a
+Pixelate reproduces PIL's BOX downscale (0/1 box weights, horizontal then vertical pass,
+each rounded to 8 bits as PIL does) and NEAREST upscale: its output is 8-bit.  JPEG is a
 float re-implementation of baseline libjpeg (PIL's quality scaling of the standard tables,
 JFIF YCbCr, 4:2:0 chroma subsampling, fancy upsampling on decode); it is close to PIL but
 not bit-exact (libjpeg uses integer DCTs and fixed-point colour conversion).
@@ -137,7 +138,9 @@ def pixelate(x: torch.Tensor, severity: int, draws: TorchDraws | None = None) ->
     h, w = int(H * c), int(W * c)
     Ah = torch.from_numpy(box_matrix(H, h)).to(x.device, x.dtype)
     Aw = torch.from_numpy(box_matrix(W, w)).to(x.device, x.dtype)
-    small = torch.einsum("ph,bchw,qw->bcpq", Ah, x, Aw)
+    # PIL resamples horizontally then vertically, rounding to 8 bits after each pass
+    small = torch.floor(torch.matmul(x * 255.0, Aw.T) + 0.5)
+    small = torch.floor(torch.matmul(Ah, small) + 0.5) / 255.0
     ih = torch.from_numpy(nearest_index(h, H)).to(x.device)
     iw = torch.from_numpy(nearest_index(w, W)).to(x.device)
     return small.index_select(2, ih).index_select(3, iw).clamp_(0, 1)
