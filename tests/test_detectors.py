@@ -262,6 +262,8 @@ def test_mahalanobis_noise_preprocessing_is_differentiable(world):
     det = world["maha_ood"]
     noisy = Mahalanobis(world["kway"], noise=0.01)
     noisy.load_state_dict(det.state_dict())
+    assert noisy.noise == 0.0  # loading restores the fitted noise ...
+    noisy.noise = 0.01  # ... which can be changed afterwards
     x = world["test_id"][:8].clone().requires_grad_(True)
     with torch.no_grad():
         assert not torch.allclose(noisy.layer_scores(x), det.layer_scores(x))
@@ -278,6 +280,17 @@ def test_mahalanobis_state_dict_round_trip(world):
         fresh.score(world["test_id"][:2])
     fresh.load_state_dict(det.state_dict())
     assert fresh.fitted
+    # through a file, loaded safely
+    import io
+
+    buf = io.BytesIO()
+    torch.save(det.state_dict(), buf)
+    buf.seek(0)
+    fresh = Mahalanobis(world["kway"], noise=0.5)
+    fresh.load_state_dict(torch.load(buf, weights_only=True))
+    assert fresh.noise == det.noise
+    with pytest.raises(ValueError, match="same `layers`"):
+        Mahalanobis(world["kway"], layers=det.layers[:1]).load_state_dict(det.state_dict(), strict=False)
     with torch.no_grad():
         torch.testing.assert_close(fresh.score(world["test_ood"][:4]), det.score(world["test_ood"][:4]))
 
@@ -421,6 +434,7 @@ def test_preprocessing_detectors_work_under_no_grad_and_inference_mode(world):
         noisy = Mahalanobis(world["kway"], noise=0.01) if isinstance(det, Mahalanobis) else det
         if noisy is not det:
             noisy.load_state_dict(det.state_dict())
+            noisy.noise = 0.01
             ref = noisy.score(x).detach()
         with torch.no_grad():
             torch.testing.assert_close(noisy.score(x), ref)

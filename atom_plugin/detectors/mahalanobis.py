@@ -121,8 +121,9 @@ class Mahalanobis(CheckedDetector):
     After :meth:`fit`: ``coef`` ``(L,)``, ``intercept`` ``()``, per-layer buffers
     ``mean_l`` ``(K, D_l)`` and ``whiten_l`` ``(D_l, r_l)``; ``lr_`` is the fitted
     scikit-learn pipeline (``StandardScaler`` then ``LogisticRegressionCV``) on raw ``M``;
-    ``score(x) == lr_.decision_function(layer_scores(x))``.  All of them are in ``state_dict()``, so a fitted detector can be
-    saved and loaded into a fresh ``Mahalanobis(model, layers)``.
+    ``score(x) == lr_.decision_function(layer_scores(x))``.  The buffers and ``noise`` (as
+    extra state) are in ``state_dict()`` (``lr_`` is not), so a fitted detector can be saved
+    and loaded into a fresh ``Mahalanobis(model, layers)``; loading restores ``noise``.
     """
 
     fitted = False
@@ -157,6 +158,17 @@ class Mahalanobis(CheckedDetector):
                 setattr(self, name, torch.empty(state_dict[key].shape, dtype=cur.dtype, device=cur.device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self.fitted = self.coef.numel() == len(self.layers) and self.intercept.numel() == 1
+
+    def get_extra_state(self) -> dict:
+        return {"noise": self.noise, "layers": list(self.layers)}
+
+    def set_extra_state(self, state: dict) -> None:
+        if list(state.get("layers", self.layers)) != self.layers:
+            raise ValueError(
+                f"The state_dict was fitted on layers {state['layers']}, but this detector taps {self.layers}; "
+                "construct it with the same `layers`."
+            )
+        self.noise = check_float(state.get("noise", self.noise), "noise", low=0.0)
 
     def _require_fit(self, stage: str = "score") -> None:
         if self.fitted:
