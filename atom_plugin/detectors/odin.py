@@ -17,8 +17,9 @@ through ``sign`` would carry only zeros, at the cost of a double backward), then
 score is evaluated at ``x~`` with the graph to ``x`` kept.  So ``score`` and
 ``attack_loss`` are differentiable through both the temperature and the preprocessing,
 with the true gradient (not a surrogate), and an attack on ``attack_loss`` is adaptive
-to the detector exactly as deployed.  (The ATOM paper attacks ODIN with eq. 115 on the
-softmax; here eq. 115 is applied to the tempered softmax at the preprocessed input.)
+to the detector exactly as deployed.  (The ATOM paper states eq. 115 for ODIN with ``F``
+"the softmax output of the classifier"; here eq. 115 is applied to ODIN's tempered softmax
+at the preprocessed input, i.e. to what ODIN actually thresholds.)
 
 Scale of the objective
 ----------------------
