@@ -19,8 +19,10 @@ class ScoreDetector(CheckedDetector):
     Args:
         score_fn: a differentiable callable.  For a pytorch-ood detector pass its
             ``predict`` (pytorch-ood detectors return *outlier* scores, higher = more OOD,
-            which is our convention, so no sign flip).  It must not run under
-            ``torch.no_grad`` or attacks get no gradient.  If it is an ``nn.Module`` it is
+            which is our convention, so no sign flip), or, for logit-based pytorch-ood
+            detectors, ``lambda x: det.predict_logits(model(x))``.  It must not run under
+            ``torch.no_grad`` or attacks get no gradient (the attacks then refuse it with a
+            clear error).  If it is an ``nn.Module`` it is
             registered as a submodule (so ``.eval()`` / ``.to()`` reach it).
         model: the classifier, optional; needed only for :meth:`classify`.
         num_classes: ``K`` for :meth:`classify` (default from ``head_spec(model)``).
