@@ -7,7 +7,7 @@ from ._checked import CheckedDetector
 from .msp import MSP
 from .energy import Energy
 from .odin import ODIN
-from .mahalanobis import Mahalanobis, NotFittedError
+from .mahalanobis import Mahalanobis, NotFittedError, SaturationWarning
 from .reject import RejectClass, RejectSum
 from .score_fn import ScoreDetector
 from .objective import ObjectiveDetector, as_detector
@@ -20,6 +20,7 @@ __all__ = [
     "ODIN",
     "Mahalanobis",
     "NotFittedError",
+    "SaturationWarning",
     "RejectClass",
     "RejectSum",
     "ScoreDetector",

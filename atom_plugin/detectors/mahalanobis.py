@@ -19,7 +19,8 @@ Saturation: eq. 116 is ``softplus(-d)`` with ``d`` the OOD logit; its gradient i
 attack (PGD, APGD) then does not move at all.  ``attack_objective="logit"`` uses ``-d``
 instead: a strictly increasing function of eq. 116, so the same maximizers, the same
 sign gradients wherever eq. 116's gradient is representable and the same accept / reject
-comparisons, but no underflow.  The default stays the paper's eq. 116.
+comparisons, but no underflow.  The default stays the paper's eq. 116; :meth:`fit` warns
+(:class:`SaturationWarning`) when OOD logits of its fitting data reach the saturated range.
 
 Everything is differentiable in ``x``: the min over classes passes the gradient to the
 closest class, and the preprocessing direction ``sign(...)`` is piecewise constant (zero
@@ -33,6 +34,7 @@ stores a float32 whitening matrix ``W_l`` with ``W_l W_l^T = S_l^+`` so the dist
 """
 from __future__ import annotations
 
+import warnings
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -45,11 +47,19 @@ from ..features import FeatureTap
 from ..objectives import mahalanobis_logistic
 from ._checked import CheckedDetector
 
-__all__ = ["Mahalanobis", "NotFittedError"]
+__all__ = ["Mahalanobis", "NotFittedError", "SaturationWarning"]
 
 
 class NotFittedError(ValueError, AttributeError):
     """A detector that needs :meth:`fit` was used before it."""
+
+
+class SaturationWarning(UserWarning):
+    """The attack objective has a vanishing (float32-zero) gradient on typical OOD inputs."""
+
+
+#: OOD logit above which softplus(-d) and its gradient underflow in float32 (e^-88 ~ 1e-38).
+_SATURATION = 80.0
 
 
 def _pool(f: torch.Tensor) -> torch.Tensor:
@@ -424,6 +434,14 @@ class Mahalanobis(CheckedDetector):
             self.coef = torch.as_tensor(coef, dtype=torch.float32, device=dev)
             self.intercept = torch.as_tensor(intercept, dtype=torch.float32, device=dev)
             self.fitted = True
+            d_out = s_out @ coef + intercept
+            saturated = float(np.mean(d_out > _SATURATION))
+            if saturated > 0 and self.attack_objective == "logistic":
+                warnings.warn(
+                    f"Mahalanobis: {saturated:.0%} of the OOD fitting examples have an OOD logit above "
+                    f"{_SATURATION:g}, where eq. 116 (attack_objective='logistic') has an exactly zero float32 "
+                    "gradient, so gradient attacks cannot move them; attack_objective='logit' is the "
+                    "equivalent non-saturating objective.", SaturationWarning, stacklevel=2)
         finally:
             for m, mode in modes.items():
                 m.training = mode
