@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from atom_plugin.data import (
     AUX_SOURCES, OOD_SET_NAMES, ImageFolderDataset, NumpyImageDataset, TensorImageDataset, load_cifar10,
-    load_cifar100, load_dataset, load_default_benchmark, load_random_300k, load_svhn,
+    load_cifar100, load_dataset, load_default_benchmark, load_npy_images, load_random_300k, load_svhn,
 )
 from atom_plugin.data import embedded
 
@@ -270,6 +270,27 @@ def test_random_300k_errors(tmp_path):
     np.save(tmp_path / "300K_random_images.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match="Python objects|allow_pickle"):  # never unpickled
         load_random_300k(tmp_path)
+
+
+def test_npy_float_channels_first(tmp_path):
+    """atom-ood attack writes exact float (N, C, H, W) images; they load back unchanged."""
+    arr = np.random.default_rng(0).random((5, 3, 32, 32), dtype=np.float32)
+    np.save(tmp_path / "adv.npy", arr)
+    ds = load_npy_images(tmp_path / "adv.npy", label=-1)
+    assert ds.image_shape == (3, 32, 32) and isinstance(ds.array, np.memmap)
+    assert torch.equal(ds.get_batch([4, 1]), torch.from_numpy(arr[[4, 1]]))
+    assert torch.equal(ds[2][0], torch.from_numpy(arr[2])) and ds[2][1] == -1
+    bad = arr.copy()
+    bad[0, 0, 0, 0] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        load_npy_images(tmp_path / "nan.npy")
+    np.save(tmp_path / "big.npy", arr * 255)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        load_npy_images(tmp_path / "big.npy")
+    np.save(tmp_path / "f300k.npy", arr)
+    with pytest.raises(ValueError, match="uint8"):
+        load_random_300k(tmp_path / "f300k.npy")
 
 
 # --------------------------------------------------------------------------- image folders

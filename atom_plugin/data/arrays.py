@@ -21,16 +21,25 @@ RANDOM_300K_FILE = "300K_random_images.npy"
 
 
 def load_npy_images(path: str, label: int = OOD_LABEL, name: str = "") -> NumpyImageDataset:
-    """A memory-mapped ``.npy`` of uint8 images ``(N, H, W, C)``, C in (1, 3)."""
+    """A memory-mapped ``.npy`` of images: ``uint8 (N, H, W, C)`` or float ``(N, C, H, W)`` in [0, 1].
+
+    Float files are checked once for values in ``[0, 1]`` (this reads the file).
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image array not found: {path}.")
     arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] not in (1, 3) or arr.shape[0] == 0:
+    channels_last_u8 = arr.dtype == np.uint8 and arr.ndim == 4 and arr.shape[-1] in (1, 3)
+    channels_first_float = arr.dtype in (np.float16, np.float32, np.float64) and arr.ndim == 4 and arr.shape[1] in (1, 3)
+    if not (channels_last_u8 or channels_first_float) or arr.shape[0] == 0:
         raise ValueError(
-            f"{path} must hold a non-empty uint8 array of shape (N, H, W, C) with C in (1, 3), got dtype "
-            f"{arr.dtype} and shape {arr.shape}."
+            f"{path} must hold a non-empty uint8 array (N, H, W, C) or a float array (N, C, H, W) in [0, 1], "
+            f"with C in (1, 3); got dtype {arr.dtype} and shape {arr.shape}."
         )
+    if channels_first_float:
+        lo, hi = float(arr.min()), float(arr.max())  # NaN propagates and fails the test below
+        if not (lo >= 0.0 and hi <= 1.0):
+            raise ValueError(f"{path}: float images must be finite and in [0, 1], got min {lo:.4g}, max {hi:.4g}.")
     return NumpyImageDataset(arr, label=label, name=name or os.path.basename(path))
 
 
@@ -47,6 +56,6 @@ def load_random_300k(root: str) -> NumpyImageDataset:
             f"{RANDOM_300K_FILE} (linked from https://github.com/hendrycks/outlier-exposure) and put it there."
         )
     ds = load_npy_images(path, OOD_LABEL, name="300k-random")
-    if ds.array.shape[1:] != (32, 32, 3):
-        raise ValueError(f"{path} must have shape (N, 32, 32, 3), got {ds.array.shape}.")
+    if ds.array.dtype != np.uint8 or ds.array.shape[1:] != (32, 32, 3):
+        raise ValueError(f"{path} must be uint8 of shape (N, 32, 32, 3), got {ds.array.dtype} {ds.array.shape}.")
     return ds

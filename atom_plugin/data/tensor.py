@@ -102,22 +102,32 @@ class TensorImageDataset(Dataset):
 
 
 class NumpyImageDataset(Dataset):
-    """A dataset over a ``uint8`` array ``(N, H, W, C)``, typically memory-mapped.
+    """A dataset over a numpy image array, typically memory-mapped (nothing read until used).
 
-    Used for ``300K_random_images.npy`` (and similar channel-last dumps): nothing is read
-    into RAM until an image is accessed.  ``ds[i]`` is ``(float (C, H, W) in [0, 1], label)``.
+    Two layouts are accepted:
+
+    * ``uint8 (N, H, W, C)``, C in (1, 3), values 0..255 (``300K_random_images.npy``,
+      ``atom-ood attack --format uint8``);
+    * ``float16/32/64 (N, C, H, W)``, C in (1, 3), values in ``[0, 1]`` (``atom-ood attack``
+      default output, exact adversarial images).
+
+    ``ds[i]`` is ``(float32 (C, H, W) in [0, 1], label)``.
     """
 
     def __init__(self, array: np.ndarray, label: int = OOD_LABEL,
                  transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, name: str = "") -> None:
-        if not isinstance(array, np.ndarray) or array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] not in (1, 3):
+        ok = isinstance(array, np.ndarray) and array.ndim == 4 and (
+            (array.dtype == np.uint8 and array.shape[-1] in (1, 3))
+            or (array.dtype in (np.float16, np.float32, np.float64) and array.shape[1] in (1, 3)))
+        if not ok:
             shape = getattr(array, "shape", None)
             dtype = getattr(array, "dtype", type(array).__name__)
             raise ValueError(
-                f"`array` must be a uint8 numpy array of shape (N, H, W, C) with C in (1, 3), got dtype {dtype} "
-                f"and shape {shape}."
+                f"`array` must be uint8 of shape (N, H, W, C) or float of shape (N, C, H, W) in [0, 1], with C in "
+                f"(1, 3); got dtype {dtype} and shape {shape}."
             )
         self.array = array
+        self.channels_last = array.dtype == np.uint8
         self.label = int(label)
         self.transform = transform
         self.name = name
@@ -127,11 +137,18 @@ class NumpyImageDataset(Dataset):
 
     @property
     def image_shape(self) -> tuple:
-        n, h, w, c = self.array.shape
-        return (c, h, w)
+        if self.channels_last:
+            n, h, w, c = self.array.shape
+            return (c, h, w)
+        return tuple(self.array.shape[1:])
+
+    def _convert(self, rows: np.ndarray) -> torch.Tensor:  # (B, ...) -> float32 (B, C, H, W)
+        if self.channels_last:
+            return torch.from_numpy(rows).permute(0, 3, 1, 2).float().div_(255.0)
+        return torch.from_numpy(rows.astype(np.float32, copy=False))
 
     def __getitem__(self, i: int):
-        x = torch.from_numpy(np.array(self.array[i], copy=True)).permute(2, 0, 1).float().div_(255.0)
+        x = self._convert(np.array(self.array[i], copy=True)[None])[0]
         if self.transform is not None:
             x = self.transform(x)
         return x, self.label
@@ -140,9 +157,9 @@ class NumpyImageDataset(Dataset):
         """Float images ``(len(indices), C, H, W)`` in ``[0, 1]``; reads only those rows."""
         idx = _as_index(indices, len(self))
         order = np.argsort(idx, kind="stable")  # sorted reads are much faster on a memmap
-        rows = np.empty((idx.size,) + self.array.shape[1:], dtype=np.uint8)
+        rows = np.empty((idx.size,) + self.array.shape[1:], dtype=self.array.dtype)
         rows[order] = self.array[idx[order]]
-        return torch.from_numpy(rows).permute(0, 3, 1, 2).float().div_(255.0)
+        return self._convert(rows)
 
     def __repr__(self) -> str:
         c, h, w = self.image_shape
