@@ -77,7 +77,7 @@ def load_ood_sets(specs: list[str], bench=None, option: str = "--ood") -> dict[s
             if bench is None:
                 from ..data import load_default_benchmark
 
-                bench = load_default_benchmark()
+                bench = load_default_benchmark(n_aux=1)  # the auxiliary set is not used here
             if path:
                 if path not in bench.ood:
                     raise ValueError(f"{option} {spec!r}: the default benchmark has sets {list(bench.ood)}, not {path!r}.")
@@ -312,7 +312,7 @@ def load_id_data(spec: str, seed: int = 0):
     if kind == "default":
         from ..data import load_default_benchmark
 
-        b = load_default_benchmark(seed=seed)
+        b = load_default_benchmark(seed=seed, n_aux=1)  # the auxiliary set is not used here
         return b.test, b.train, b
     if kind not in ("cifar10", "cifar100", "svhn"):
         raise ValueError(f"--data {spec!r}: in-distribution data must be default, cifar10, cifar100 or svhn.")
