@@ -293,6 +293,56 @@ def test_npy_float_channels_first(tmp_path):
         load_random_300k(tmp_path / "f300k.npy")
 
 
+# --------------------------------------------------------------------------- ImageNet-RC
+def _imagenet64(n, seed, side=64):
+    return np.random.default_rng(seed).integers(0, 256, (n, 3 * side * side), dtype=np.uint8)
+
+
+def test_imagenet_rc_memory_mapped_random_crops(tmp_path):
+    from atom_plugin.data import load_imagenet_rc
+
+    d = tmp_path / "Imagenet64_train_part1_npz"
+    d.mkdir()
+    batches = {i: _imagenet64(3 + i, i) for i in (1, 2, 10)}
+    for i, data in batches.items():
+        np.savez(d / f"train_data_batch_{i}.npz", data=data, labels=np.arange(1, 4 + i))
+    ds = load_imagenet_rc(tmp_path, seed=0)
+    assert len(ds) == 4 + 5 + 13 and all(isinstance(a, np.memmap) for a in ds.arrays)  # order 1, 2, 10
+    full = np.concatenate([batches[1], batches[2], batches[10]]).reshape(-1, 3, 64, 64)
+    idx = [21, 0, 5, 5]
+    crops = ds.get_batch(idx)
+    assert crops.shape == (4, 3, 32, 32)
+    for k, i in enumerate(idx):  # every crop is a 32x32 window of the zero-padded 72x72 image
+        padded = torch.from_numpy(np.pad(full[i], ((0, 0), (4, 4), (4, 4)))).float() / 255
+        windows = padded.unfold(1, 32, 1).unfold(2, 32, 1)  # (3, 41, 41, 32, 32)
+        assert (windows == crops[k][:, None, None]).flatten(3).all(-1).all(0).any()
+    again = load_imagenet_rc(tmp_path, seed=0)
+    assert torch.equal(again.get_batch(idx), crops)  # seeded: reproducible
+    one = load_imagenet_rc(tmp_path, batches=[2], image_size=64, padding=0)
+    assert torch.equal(one.get_batch([1]), torch.from_numpy(batches[2][1].reshape(1, 3, 64, 64)).float() / 255)
+    assert one[0][1] == -1
+
+
+def test_imagenet_rc_compressed_val_and_errors(tmp_path):
+    from atom_plugin.data import load_imagenet_rc
+
+    with pytest.raises(FileNotFoundError, match=r"train_data_batch_1\.npz.*never downloads"):
+        load_imagenet_rc(tmp_path)
+    val = _imagenet64(4, 0, side=32)
+    np.savez_compressed(tmp_path / "val_data.npz", data=val, labels=np.ones(4))
+    ds = load_dataset("imagenet_rc", tmp_path, split="test")  # "test" reads val_data.npz
+    assert len(ds) == 4 and ds.side == 32 and ds.get_batch([0]).shape == (1, 3, 32, 32)
+    np.savez(tmp_path / "train_data_batch_1.npz", data=np.zeros((2, 100), np.uint8))
+    with pytest.raises(ValueError, match=r"3\*S\*S"):
+        load_imagenet_rc(tmp_path)
+    with pytest.raises(FileNotFoundError, match="train_data_batch_3"):
+        load_imagenet_rc(tmp_path, batches=[3])
+    np.savez(tmp_path / "obj.npz", data=np.array([{"a": 1}], dtype=object))
+    from atom_plugin.data import npz_member
+    with pytest.raises(ValueError, match="objects"):
+        npz_member(str(tmp_path / "obj.npz"), "data")
+
+
 # --------------------------------------------------------------------------- image folders
 def _png(path, arr):
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ from .arrays import RANDOM_300K_FILE, load_npy_images, load_random_300k
 from .cifar import RestrictedUnpickler, load_cifar, load_cifar10, load_cifar100, restricted_pickle_load
 from .embedded import AUX_SOURCES, OOD_SET_NAMES, DefaultBenchmark, load_default_benchmark
 from .folder import IMAGE_EXTENSIONS, ImageFolderDataset, list_images
+from .imagenet_rc import ImageNetRCDataset, load_imagenet_rc, npz_member
 from .registry import DATASETS, load_dataset
 from .svhn import load_svhn
 from .tensor import OOD_LABEL, NumpyImageDataset, TensorImageDataset
@@ -16,5 +17,5 @@ __all__ = [
     "TensorImageDataset", "NumpyImageDataset", "ImageFolderDataset", "OOD_LABEL",
     "load_dataset", "DATASETS", "load_cifar", "load_cifar10", "load_cifar100", "load_svhn",
     "load_random_300k", "load_npy_images", "RANDOM_300K_FILE", "list_images", "IMAGE_EXTENSIONS",
-    "RestrictedUnpickler", "restricted_pickle_load",
+    "RestrictedUnpickler", "restricted_pickle_load", "ImageNetRCDataset", "load_imagenet_rc", "npz_member",
 ]

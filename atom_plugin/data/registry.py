@@ -7,6 +7,7 @@ Expected layouts under ``root`` (nothing is ever downloaded; a missing path rais
     cifar100     <root>/cifar-100-python/{train,test}
     svhn         <root>/{train,test,extra}_32x32.mat
     random300k   <root>/300K_random_images.npy
+    imagenet_rc  <root>/**/train_data_batch_{1..10}.npz, val_data.npz  (Downsampled ImageNet 64x64)
     textures     <root>/dtd/images/<class>/*.jpg           (DTD)
     places365    <root>/places365/**/*.jpg
     lsun_crop    <root>/LSUN/**/*.jpg                      (center-cropped, not resized)
@@ -24,6 +25,7 @@ from .._validation import check_choice
 from .arrays import load_random_300k
 from .cifar import load_cifar
 from .folder import ImageFolderDataset, list_images
+from .imagenet_rc import load_imagenet_rc
 from .svhn import load_svhn
 from .tensor import OOD_LABEL, TensorImageDataset
 
@@ -39,7 +41,7 @@ _FOLDERS = {
     "folder": ("", "resize_crop"),
 }
 #: Names accepted by :func:`load_dataset`.
-DATASETS = ("cifar10", "cifar100", "svhn", "random300k") + tuple(_FOLDERS)
+DATASETS = ("cifar10", "cifar100", "svhn", "random300k", "imagenet_rc") + tuple(_FOLDERS)
 
 
 def _folder_root(root: str, sub: str, name: str) -> str:
@@ -59,13 +61,14 @@ def load_dataset(name: str, root: str, split: str = "test", as_ood: bool = False
     Args:
         name: dataset name.
         root: the data folder (see the layouts above).
-        split: "train"/"test" (CIFAR), "train"/"test"/"extra" (SVHN); ignored otherwise.
+        split: "train"/"test" (CIFAR), "train"/"test"/"extra" (SVHN), "train"/"test" (ImageNet-RC;
+            "test" reads ``val_data.npz``); ignored otherwise.
         as_ood: relabel every image ``-1`` (e.g. SVHN or CIFAR-10 used as a test OOD set).
         image_size: output size for folder datasets (CIFAR/SVHN/300K are 32x32).
 
     Returns:
-        a dataset yielding ``(float (3, H, W) in [0, 1], int label)``; folder datasets and
-        ``random300k`` are labelled ``-1``.
+        a dataset yielding ``(float (3, H, W) in [0, 1], int label)``; folder datasets,
+        ``random300k`` and ``imagenet_rc`` are labelled ``-1``.
     """
     check_choice(name, "name", DATASETS)
     root = os.fspath(root)
@@ -75,6 +78,8 @@ def load_dataset(name: str, root: str, split: str = "test", as_ood: bool = False
         ds = load_svhn(root, split)
     elif name == "random300k":
         return load_random_300k(root)
+    elif name == "imagenet_rc":  # random 32x32 crops (padding 4), crop positions seeded with 0
+        return load_imagenet_rc(root, "train" if split == "train" else "val", seed=0)
     else:
         sub, mode = _FOLDERS[name]
         return ImageFolderDataset(_folder_root(root, sub, name), image_size=image_size, mode=mode, name=name)
