@@ -256,6 +256,11 @@ def test_random_300k_is_memory_mapped(tmp_path):
     x, y = ds[5]
     assert torch.equal(x, expect[0]) and y == -1
     assert len(load_dataset("random300k", tmp_path / "300K_random_images.npy")) == 7
+    # DataLoader workers started with "spawn" get the dataset pickled: the file is re-opened, not copied
+    blob = pickle.dumps(ds)
+    assert len(blob) < 1000
+    clone = pickle.loads(blob)
+    assert isinstance(clone.array, np.memmap) and torch.equal(clone.get_batch(idx), expect)
 
 
 def test_random_300k_errors(tmp_path):
@@ -318,6 +323,8 @@ def test_imagenet_rc_memory_mapped_random_crops(tmp_path):
         assert (windows == crops[k][:, None, None]).flatten(3).all(-1).all(0).any()
     again = load_imagenet_rc(tmp_path, seed=0)
     assert torch.equal(again.get_batch(idx), crops)  # seeded: reproducible
+    blob = pickle.dumps(again)
+    assert len(blob) < 3000 and torch.equal(pickle.loads(blob).get_batch(idx), again.get_batch(idx))
     one = load_imagenet_rc(tmp_path, batches=[2], image_size=64, padding=0)
     assert torch.equal(one.get_batch([1]), torch.from_numpy(batches[2][1].reshape(1, 3, 64, 64)).float() / 255)
     assert one[0][1] == -1

@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .._validation import check_choice, check_int
-from .tensor import OOD_LABEL, Indices, _as_index
+from .tensor import OOD_LABEL, Indices, _as_index, _pickle_array, _unpickle_array
 
 __all__ = ["ImageNetRCDataset", "load_imagenet_rc", "npz_member"]
 
@@ -138,6 +138,15 @@ class ImageNetRCDataset(Dataset):
     def get_batch(self, indices: Indices) -> torch.Tensor:
         """Fresh random crops ``(len(indices), 3, image_size, image_size)`` in ``[0, 1]``."""
         return self._crop(self._rows(_as_index(indices, len(self))))
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["arrays"] = [_pickle_array(a) for a in self.arrays]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state["arrays"] = [_unpickle_array(a) for a in state["arrays"]]
+        self.__dict__.update(state)
 
     def __repr__(self) -> str:
         return f"ImageNetRCDataset(n={len(self)}, source={self.side}x{self.side}, crop={self.image_size}, pad={self.padding})"

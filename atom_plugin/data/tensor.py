@@ -7,6 +7,7 @@ batch ``(B, C, H, W)`` directly, which outlier mining uses to fetch candidates b
 """
 from __future__ import annotations
 
+import mmap
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
@@ -32,6 +33,25 @@ def _as_index(indices: Indices, n: int, name: str = "indices") -> np.ndarray:
     if idx.size and (idx.min() < -n or idx.max() >= n):
         raise IndexError(f"`{name}` out of range for a dataset of {n} images (min {idx.min()}, max {idx.max()}).")
     return idx
+
+
+def _pickle_array(arr: np.ndarray):
+    """A picklable stand-in for a memory-mapped array (file, offset, ...), else the array itself.
+
+    Pickling an ``np.memmap`` copies its whole content; DataLoader workers started with
+    "spawn" would each receive a copy of e.g. the 2.7 GB 300K file.
+    """
+    if isinstance(arr, np.memmap) and arr.filename is not None and isinstance(arr.base, mmap.mmap):
+        order = "F" if arr.flags.f_contiguous and not arr.flags.c_contiguous else "C"
+        return ("memmap", arr.filename, arr.offset, arr.shape, arr.dtype.str, order)
+    return arr
+
+
+def _unpickle_array(obj) -> np.ndarray:
+    if isinstance(obj, tuple) and obj and obj[0] == "memmap":
+        _, filename, offset, shape, dtype, order = obj
+        return np.memmap(filename, dtype=np.dtype(dtype), mode="r", offset=offset, shape=shape, order=order)
+    return obj
 
 
 class TensorImageDataset(Dataset):
@@ -160,6 +180,15 @@ class NumpyImageDataset(Dataset):
         rows = np.empty((idx.size,) + self.array.shape[1:], dtype=self.array.dtype)
         rows[order] = self.array[idx[order]]
         return self._convert(rows)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["array"] = _pickle_array(self.array)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state["array"] = _unpickle_array(state["array"])
+        self.__dict__.update(state)
 
     def __repr__(self) -> str:
         c, h, w = self.image_shape
