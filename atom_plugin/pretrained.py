@@ -85,6 +85,13 @@ def _classifier_names(name: str) -> tuple:
     return (clf,) if isinstance(clf, str) else tuple(clf)
 
 
+class _SharedStateDict(dict):
+    """A state dict that timm's config handling (``dataclasses.asdict`` deep copies) does not copy."""
+
+    def __deepcopy__(self, memo):
+        return self
+
+
 def _timm_from_state_dict(name: str, state_dict: dict, num_classes: int, **kwargs) -> nn.Module:
     """``timm.create_model`` with weights from an in-memory state dict (no network)."""
     import timm
@@ -95,7 +102,7 @@ def _timm_from_state_dict(name: str, state_dict: dict, num_classes: int, **kwarg
     # `num_classes` = the checkpoint's head size: timm keeps the head if it matches the requested
     # num_classes and drops it (new random head) otherwise.
     # (-1 when the checkpoint has no head: never matches, so timm loads non-strictly.)
-    overlay = dict(state_dict=state_dict, source="", num_classes=-1 if rows is None else rows)
+    overlay = dict(state_dict=_SharedStateDict(state_dict), source="", num_classes=-1 if rows is None else rows)
     model = timm.create_model(name, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay=overlay, **kwargs)
     for cfg in {id(c): c for c in (getattr(model, "pretrained_cfg", None), getattr(model, "default_cfg", None))
                 if isinstance(c, dict)}.values():
