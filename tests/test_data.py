@@ -60,8 +60,9 @@ def test_benchmark_is_deterministic_per_seed(bench):
         ref = _all_sets(bench)[name]
         n = min(len(ds), len(ref))
         assert not torch.equal(ds.images[:n], ref.images[:n]), f"{name} identical across seeds"
-    assert not torch.equal(torch.sort(other.test.labels)[0], torch.sort(bench.test.labels)[0]) or \
-        not torch.equal(other.test.images, bench.test.images)
+    # a different split, not only different rendering: test images are kept in digits' file
+    # order, so a different selection gives a different label sequence
+    assert not torch.equal(other.test.labels, bench.test.labels)
 
 
 def test_changing_aux_size_leaves_test_sets_alone(bench):
