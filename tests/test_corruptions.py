@@ -14,6 +14,7 @@ import torch
 
 from atom_plugin.corruptions import (ALL_CORRUPTIONS, CORRUPTIONS, EXTRA_CORRUPTIONS, corrupt,
                                      get_corruption_names)
+from atom_plugin.corruptions.draws import GlassBlurDraws, NumpyDraws
 from atom_plugin.corruptions.torch_backend import corrupt_torch
 
 ic = pytest.importorskip("imagecorruptions")
@@ -39,22 +40,6 @@ def _ref(x1, name, severity, np_seed=0, **kw):
     u8 = (x1[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
     np.random.seed(np_seed)
     return ic.corrupt(u8, severity=severity, corruption_name=name, **kw).astype(np.float64) / 255
-
-
-class NumpyDraws:
-    """Replays NumPy's global RNG in the reference's order (batch of one)."""
-
-    device = torch.device("cpu")
-    dtype = torch.float64
-
-    def uniform(self, shape, low, high):
-        return torch.from_numpy(np.random.uniform(low, high, size=tuple(shape)[1:]))[None]
-
-    def normal(self, shape, loc, scale):
-        return torch.from_numpy(np.random.normal(size=tuple(shape)[1:], loc=loc, scale=scale))[None]
-
-    def randint(self, high):
-        return torch.tensor([np.random.randint(0, int(high.reshape(-1)[0]))])
 
 
 def _agreement(out, ref, rounded=False):
@@ -170,20 +155,9 @@ def test_random_match_reference_given_draws(img, name, severity):
     assert feq >= 0.95, feq
 
 
-class RandintDraws:
-    """Glass blur's offsets: numba's np.random.randint equals NumPy's legacy randint."""
-
-    def __init__(self, seed):
-        self.rs = np.random.RandomState(seed)
-        self.device = torch.device("cpu")
-
-    def uniform(self, shape, low, high):
-        return torch.from_numpy(self.rs.randint(int(low), int(high), size=tuple(shape)[1:]).astype(np.float64))[None]
-
-
 @pytest.mark.parametrize("severity", SEVERITIES)
 def test_glass_blur_matches_reference_given_offsets(img, severity):
-    out = corrupt_torch(img, "glass_blur", severity, draws=RandintDraws(21))
+    out = corrupt_torch(img, "glass_blur", severity, draws=GlassBlurDraws(21))
     mae, mx, feq = _agreement(out, _ref(img, "glass_blur", severity, seed=21))
     assert mx <= 1.0 + 1e-3 and mae < 0.6, (mae, mx)
     assert feq >= 0.95, feq

@@ -32,3 +32,45 @@ class TorchDraws:
         """One integer per entry of ``high`` (long, any shape), uniform in [0, high)."""
         u = torch.rand(high.shape, generator=self.g, device=self.device, dtype=torch.float64)
         return torch.minimum((u * high).long(), high - 1)
+
+
+class NumpyDraws:
+    """Replays NumPy's global RNG in the reference's draw order, for a batch of ONE image
+    (used to check the torch backend against ``imagecorruptions`` pixel by pixel: seed
+    NumPy, run the reference; seed NumPy again, run the torch backend with these draws)."""
+
+    device = torch.device("cpu")
+    dtype = torch.float64
+
+    def uniform(self, shape, low, high):
+        import numpy as np
+
+        return torch.from_numpy(np.random.uniform(low, high, size=tuple(shape)[1:]))[None]
+
+    def normal(self, shape, loc, scale):
+        import numpy as np
+
+        return torch.from_numpy(np.random.normal(size=tuple(shape)[1:], loc=loc, scale=scale))[None]
+
+    def randint(self, high):
+        import numpy as np
+
+        return torch.tensor([np.random.randint(0, int(high.reshape(-1)[0]))])
+
+
+class GlassBlurDraws:
+    """The integer offsets of the reference's glass blur for ``seed`` (numba's
+    ``np.random.randint`` equals NumPy's legacy ``RandomState.randint``), batch of one."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, seed: int) -> None:
+        import numpy as np
+
+        self.rs = np.random.RandomState(seed)
+
+    def uniform(self, shape, low, high):
+        import numpy as np
+
+        vals = self.rs.randint(int(low), int(high), size=tuple(shape)[1:]).astype(np.float64)
+        return torch.from_numpy(vals)[None]
