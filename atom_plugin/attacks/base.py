@@ -91,8 +91,6 @@ def _resolve_detector(model: Any, objective: Callable | None, num_classes: int |
             raise ValueError("`objective` must be None when `model` is a DetectorDecision (its detector "
                              "already defines the objective).")
         return model
-    if isinstance(model, Detector) and objective is None:
-        return DetectorDecision.of(model)
     if not isinstance(model, nn.Module):
         raise TypeError(
             f"`model` must be an atom_plugin Detector, or an nn.Module together with `objective` "
@@ -226,11 +224,19 @@ class OODAttack(_TAAttack):
     def _signed_objective(self, x: torch.Tensor) -> torch.Tensor:
         return self.objective(x) * self.sign
 
+    _NOT_DIFFERENTIABLE = (
+        "The detector's attack_loss / `objective` is not differentiable with respect to the images "
+        "(computed under torch.no_grad() or detached). Gradient attacks need a differentiable "
+        "objective; use a black-box attack (e.g. CorruptionAttack) for this detector."
+    )
+
     def _value_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Signed objective ``(B,)`` and its gradient w.r.t. ``x`` only (no parameter .grad)."""
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
             f = self._signed_objective(x)
+            if not f.requires_grad:  # a Python flag, no host-device sync
+                raise ValueError(self._NOT_DIFFERENTIABLE)
             (g,) = torch.autograd.grad(f.sum(), x, allow_unused=True)
         if g is None:
             g = torch.zeros_like(x)
@@ -241,26 +247,15 @@ class OODAttack(_TAAttack):
         return self._signed_objective(x).detach()
 
     def _clean_objective(self, x: torch.Tensor, with_grad: bool = False):
-        """Signed objective ``(B,)`` at the clean images, validated once (shape, NaN,
-        differentiable in ``x``); with ``with_grad`` also its gradient w.r.t. ``x``."""
-        xr = x.detach().requires_grad_(True)
-        with torch.enable_grad():
-            f = self._signed_objective(xr)
+        """Signed objective ``(B,)`` at the clean images, validated once (shape, NaN); with
+        ``with_grad`` also its gradient w.r.t. ``x`` (and the objective must be differentiable)."""
+        f, g = self._value_and_grad(x) if with_grad else (self._value(x), None)
         if not isinstance(f, torch.Tensor) or f.dim() != 1 or f.shape[0] != x.shape[0]:
             shape = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
             raise ValueError(f"The detector's attack_loss / `objective` must return shape (B,) = ({x.shape[0]},), "
                              f"got {shape}.")
-        if not f.requires_grad:
-            raise ValueError(
-                "The detector's attack_loss / `objective` is not differentiable with respect to the images "
-                "(computed under torch.no_grad() or detached). Gradient attacks need a differentiable "
-                "objective; use a black-box attack (e.g. CorruptionAttack) for this detector."
-            )
-        check_scores(f.detach(), "objective at the clean images")
-        if not with_grad:
-            return f.detach()
-        (g,) = torch.autograd.grad(f.sum(), xr, allow_unused=True)
-        return f.detach(), (torch.zeros_like(x) if g is None else g)
+        check_scores(f, "objective at the clean images")
+        return (f, g) if with_grad else f
 
     # -- random starts and the threat model -------------------------------------------
     def _generator(self, x: torch.Tensor) -> torch.Generator | None:
