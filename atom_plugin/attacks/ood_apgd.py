@@ -6,6 +6,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from .._validation import check_float
 from .base import OODAttack
 
 __all__ = ["OODAPGD", "apgd_checkpoints"]
@@ -74,8 +75,6 @@ class OODAPGD(OODAttack):
             "OODAPGD", model, objective, num_classes, target=target, seed=seed, eps=eps, steps=steps,
             random_start=random_start, restarts=restarts, round_to_255=round_to_255,
         )
-        from .._validation import check_float
-
         self.rho = check_float(rho, "rho", low=0.0, high=1.0)
         self.momentum = check_float(momentum, "momentum", low=0.0, high=1.0, low_open=True)
 
