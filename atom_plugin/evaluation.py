@@ -434,7 +434,7 @@ def evaluate(
                 check_images(x, "id_data images")
                 checked = True
             pay: dict[str, Any] = {"score": scorer.score(x).cpu().numpy().astype(np.float64)}
-            if y is not None:
+            if y is not None and y.dim() == 1 and bool((y >= 0).all()):  # -1 = unlabelled / OOD
                 logits = scorer.classify(x)
                 if logits is not None:
                     pay["correct"] = (logits.argmax(1).cpu() == y.cpu()).numpy()
