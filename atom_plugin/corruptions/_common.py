@@ -124,17 +124,5 @@ def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "nearest", trunca
     return separable_filter(x, kh, kw, mode)
 
 
-def fft_correlate(xp: torch.Tensor, kernel: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
-    """Valid 2-D correlation of padded images ``xp`` (..., Hp, Wp) with ``kernel``
-    (..., kh, kw) broadcast over leading axes, via FFT; returns (..., out_h, out_w) with
-    out_h = Hp - kh + 1 (no wrap-around reaches the valid region)."""
-    Hp, Wp = xp.shape[-2:]
-    # zero padding to a power of two keeps the valid region exact and the FFT fast
-    Hf, Wf = 1 << (Hp - 1).bit_length(), 1 << (Wp - 1).bit_length()
-    X = torch.fft.rfft2(xp, s=(Hf, Wf))
-    K = torch.fft.rfft2(kernel.to(xp.dtype), s=(Hf, Wf))
-    return torch.fft.irfft2(X * K.conj(), s=(Hf, Wf))[..., :out_h, :out_w]
-
-
 def ceil_div(a: float, b: float) -> int:
     return int(math.ceil(a / float(b)))

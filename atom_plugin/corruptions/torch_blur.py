@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._common import fft_correlate, gaussian_filter, pad2d
+from ._common import filter_matrix, gaussian_filter, pad2d
 from .draws import TorchDraws
 
 DEFOCUS = ((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5))
@@ -59,11 +59,26 @@ def disk_kernel(radius: int, alias_blur: float) -> np.ndarray:
     return out.astype(np.float32)
 
 
+@lru_cache(maxsize=None)
+def _defocus_matrices(H: int, W: int, radius: int, alias_blur: float):
+    """The disk kernel as a sum of rank-one (separable) kernels (exact: its rank is
+    3..7), each a pair of (n, n) filter matrices with the reflect-101 border."""
+    k = disk_kernel(radius, alias_blur).astype(np.float64)
+    u, s, vt = np.linalg.svd(k)
+    r = int((s > s[0] * 1e-9).sum())
+    Mh = np.concatenate([filter_matrix(H, tuple(u[:, i] * np.sqrt(s[i])), "mirror") for i in range(r)], 1)  # (H, rH)
+    Mw = np.concatenate([filter_matrix(W, tuple(vt[i] * np.sqrt(s[i])), "mirror") for i in range(r)], 0)  # (rW, W)
+    return torch.from_numpy(Mh), torch.from_numpy(Mw), r
+
+
 def defocus_blur(x: torch.Tensor, severity: int, draws: TorchDraws | None = None) -> torch.Tensor:
-    k = torch.from_numpy(disk_kernel(*DEFOCUS[severity - 1])).to(x.device, x.dtype)
-    r = k.shape[0] // 2
-    H, W = x.shape[-2:]
-    return fft_correlate(pad2d(x, r, "mirror"), k, H, W).clamp_(0, 1)
+    """cv2.filter2D with the reference's disk (reflect-101 border), computed exactly as a
+    short sum of separable filters (two small matmuls)."""
+    B, C, H, W = x.shape
+    Mh, Mw, r = _defocus_matrices(H, W, *DEFOCUS[severity - 1])
+    Mh, Mw = Mh.to(x.device, x.dtype), Mw.to(x.device, x.dtype)
+    t = torch.matmul(x, Mw.T).view(B, C, H, r, W).transpose(2, 3).reshape(B, C, r * H, W)
+    return torch.matmul(Mh, t).clamp_(0, 1)
 
 
 # -- gaussian --------------------------------------------------------------------------
@@ -81,17 +96,19 @@ def _wavefronts(H: int, W: int, delta: int):
     ``x[h, w], x[h', w'] = x[h', w'], x[h, w]`` with (h', w') = (h + dy, w + dx),
     dy, dx in [-delta, delta).  On NumPy/numba row views this tuple "swap" is a copy:
     ``x[h, w]`` gets ``x[h', w']`` and ``x[h', w']`` keeps its value (the second
-    assignment copies the already overwritten view back).  With ``a = 2 delta + 1`` and
-    ``t = a (h0 - h) + (w0 - w)``, steps with equal ``t`` touch disjoint pixels and every
-    pair of steps that can touch a common pixel keeps its sequential order, so running the
-    wavefronts in increasing ``t`` (each one vectorized) is exactly the sequential sweep.
+    assignment copies the already overwritten view back).  Step (h, w) writes (h, w) and
+    reads within [-delta, delta) of it, so two steps depend on each other only if their
+    rows differ by at most delta and their columns by at most delta.  With
+    ``a = delta + 1`` and ``t = a (h0 - h) + (w0 - w)``, dependent steps keep their
+    sequential order and steps with equal ``t`` are independent, so running the wavefronts
+    in increasing ``t`` (each one vectorized) is exactly the sequential sweep.
     Returns (flat positions (N,), position order in the sweep (N,), wavefront bounds)."""
     h0, w0 = H - delta, W - delta
     hs = np.arange(h0, delta, -1)
     ws = np.arange(w0, delta, -1)
     if hs.size == 0 or ws.size == 0:
         return None
-    a = 2 * delta + 1
+    a = delta + 1
     hh, ww = np.meshgrid(hs, ws, indexing="ij")
     seq = np.arange(hh.size).reshape(hh.shape)  # index of the swap in the sweep
     t = a * (h0 - hh) + (w0 - ww)

@@ -29,9 +29,10 @@ def impulse_noise(x: torch.Tensor, severity: int, draws: TorchDraws) -> torch.Te
     """Salt and pepper (skimage ``random_noise(mode="s&p")``): each element is replaced
     with probability ``amount``, by 1 or 0 with equal odds."""
     amount = IMPULSE[severity - 1]
-    flipped = draws.uniform(x.shape, 0.0, 1.0) < amount
-    salted = draws.uniform(x.shape, 0.0, 1.0) < 0.5
-    return torch.where(flipped, salted.to(x.dtype), x)
+    u = draws.uniform(x.shape, 0.0, 1.0)
+    # one uniform per element: replaced iff u < amount; given that, u / amount is uniform,
+    # so "salt iff u < amount / 2" is a fair coin independent of the position
+    return torch.where(u < amount, (u < 0.5 * amount).to(x.dtype), x)
 
 
 def speckle_noise(x: torch.Tensor, severity: int, draws: TorchDraws) -> torch.Tensor:
