@@ -36,7 +36,7 @@ MIN_SIZE.update({
     "defocus_blur": 11,      # 21 x 21 disk kernel, reflect-101 border needs side > 10
     "pixelate": 4,           # int(0.25 * side) >= 1
     "jpeg_compression": 1,
-    "glass_blur": 10,        # the pixel shuffle needs side > 2 * max_delta (8) + 1
+    "glass_blur": 1,
     "frost": 1,
     "spatter": 2,
 })

@@ -1,10 +1,11 @@
 """Torch backend, blur family: defocus, glass, motion, zoom and gaussian blur.
 
-Defocus, zoom and gaussian blur are deterministic and follow the reference's kernels and
-border modes (cv2 reflect-101, scipy "nearest"); motion blur is deterministic given its
-random angle (the same shift-and-add kernel, including the reference's early stop when a
-shift leaves the image); glass blur replaces the reference's sequential pixel swaps by a
-vectorized random local gather (a distribution-level approximation, see ``glass_blur``).
+All five follow the reference's kernels and border modes exactly (cv2 reflect-101 for
+defocus, scipy "nearest" for the gaussians, edge replication for motion, scipy
+``zoom(order=1)`` for zoom): defocus, zoom and gaussian blur are deterministic; motion blur
+is exact given its random angle (including the reference's early stop when a shift leaves
+the image); glass blur is exact given its random integer offsets (the reference's
+sequential sweep runs as wavefronts of independent steps, see ``_wavefronts``).
 """
 from __future__ import annotations
 
