@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from ..corruptions import CORRUPTIONS
-from .._validation import check_int
+from .._validation import check_int, check_scores
 from .base import OODAttack
 from .corruption import CorruptionAttack
 from .ood_pgd import OODPGD
@@ -87,7 +87,7 @@ class CompositionalAttack(OODAttack):
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         x = self._prepare(images)
         ca = self.corruption_attack
-        clean_key = ca._key(x)
+        clean_key = check_scores(ca._key(x), "detector scores of the clean images")
         keys, cands, idx = ca.top_candidates(x, self.top_k)
         ca._record(idx[:, 0], keys[:, 0], clean_key)
         best_f = best_x = best_c = best_i = None

@@ -9,7 +9,7 @@ import torch.nn as nn
 from ..corruptions import BACKENDS, CORRUPTIONS
 from ..corruptions._common import make_generator, seed_to_int
 from ..corruptions.registry import check_corruption, check_severity, check_size
-from .._validation import check_choice, check_int
+from .._validation import check_choice, check_int, check_scores
 from .base import OODAttack
 
 __all__ = ["CorruptionAttack"]
@@ -179,7 +179,7 @@ class CorruptionAttack(OODAttack):
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         x = self._prepare(images)
-        clean_key = self._key(x)
+        clean_key = check_scores(self._key(x), "detector scores of the clean images")
         key, imgs, idx = self.top_candidates(x, 1)
         self._record(idx[:, 0], key[:, 0], clean_key)
         return imgs[:, 0].to(images.dtype)
