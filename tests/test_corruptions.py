@@ -8,6 +8,8 @@ glass blur and water spatter are also compared in distribution.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -195,3 +197,15 @@ def test_random_distribution_matches_reference(name, severity):
     if name == "spatter":  # water spatter (1-3) is an approximation
         tol = np.array([0.015, 0.01, 0.012, 0.02, 0.05])
     assert np.all(np.abs(r - t) <= tol + 0.08 * np.abs(r)), (r, t)
+
+
+def test_poisson_inversion_sampler_is_poisson():
+    from atom_plugin.corruptions.draws import TorchDraws
+    from atom_plugin.corruptions.torch_noise import _poisson_inversion
+
+    lam = torch.full((200_000,), 3.0)
+    k = _poisson_inversion(lam, 3.0, TorchDraws(torch.Generator().manual_seed(0), "cpu"))
+    assert abs(float(k.mean()) - 3.0) < 0.02 and abs(float(k.var()) - 3.0) < 0.05
+    for v in range(6):  # pmf e^-3 3^v / v!
+        pmf = math.exp(-3.0) * 3.0 ** v / math.factorial(v)
+        assert abs(float((k == v).float().mean()) - pmf) < 0.004

@@ -5,6 +5,8 @@ match the reference in distribution (the reference draws from NumPy, we draw fro
 ``torch.Generator``)."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .draws import TorchDraws
@@ -20,9 +22,26 @@ def gaussian_noise(x: torch.Tensor, severity: int, draws: TorchDraws) -> torch.T
     return (x + draws.normal(x.shape, 0.0, c)).clamp_(0, 1)
 
 
+def _poisson_inversion(lam: torch.Tensor, lam_max: float, draws: TorchDraws) -> torch.Tensor:
+    """Exact Poisson samples by inversion of the CDF (vectorized), for rates <= lam_max
+    (small): X = #{k : u > CDF(k)}, summed up to k = lam_max + 10 sqrt(lam_max) + 10,
+    beyond which the tail mass is below 1e-12.  Faster than torch.poisson for small
+    rates on the CPU."""
+    u = draws.uniform(lam.shape, 0.0, 1.0).to(lam.dtype)
+    p = torch.exp(-lam)
+    cdf = p.clone()
+    out = torch.zeros_like(lam)
+    for k in range(1, int(lam_max + 10 * math.sqrt(lam_max) + 10) + 1):
+        out += u > cdf
+        p *= lam / k
+        cdf += p
+    return out
+
+
 def shot_noise(x: torch.Tensor, severity: int, draws: TorchDraws) -> torch.Tensor:
     c = SHOT[severity - 1]
-    return (draws.poisson(x * c) / c).clamp_(0, 1)
+    counts = _poisson_inversion(x * c, c, draws) if c <= 12 else draws.poisson(x * c)
+    return (counts / c).clamp_(0, 1)
 
 
 def impulse_noise(x: torch.Tensor, severity: int, draws: TorchDraws) -> torch.Tensor:
