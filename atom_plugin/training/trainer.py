@@ -87,6 +87,8 @@ class Trainer:
         device: default: the model's device.
         resume: ``True`` to continue from ``<out_dir>/last.pt`` if it exists, a path to
             continue from that checkpoint, ``False`` to start fresh.
+        meta: extra plain values stored at the top level of every checkpoint (e.g.
+            ``{"arch": "resnet18"}``, read by ``atom-ood eval --checkpoint``).
 
     Raises ``ValueError`` for bad settings: negative ``lam``, ``q`` outside
     ``[0, 1 - n/N]``, an outlier set smaller than ``N``, a K-way model for ATOM/NTOM.
@@ -94,7 +96,8 @@ class Trainer:
 
     def __init__(self, model: nn.Module, train_set: Dataset, aux_set: Dataset, config: TrainConfig | None = None, *,
                  num_classes: int | None = None, out_dir: str | Path | None = None,
-                 device: torch.device | str | None = None, resume: bool | str | Path = False) -> None:
+                 device: torch.device | str | None = None, resume: bool | str | Path = False,
+                 meta: dict[str, Any] | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be an nn.Module, got {type(model).__name__}.")
         if config is None:
@@ -156,6 +159,7 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.meta = dict(meta or {})
         self._tb = None
         if resume:
             path = Path(resume) if not isinstance(resume, bool) else \
@@ -176,6 +180,7 @@ class Trainer:
         rng = rng_state()
         per_rank = dist_utils.all_gather_object(rng) if dist_utils.is_distributed() else [rng]
         return {
+            **self.meta,
             "format": FORMAT,
             "config": self.cfg.to_dict(),
             "num_classes": self.k,
@@ -342,7 +347,7 @@ class Trainer:
         record["seconds"] = round(time.time() - t0, 3)
         return record
 
-    def fit(self) -> list[dict[str, Any]]:
+    def fit(self) -> list[dict[str, Any]]:  # noqa: C901
         """Train from the current epoch to ``config.epochs``; returns the per-epoch metrics."""
         cfg = self.cfg
         if self.main and self.out_dir is not None:
