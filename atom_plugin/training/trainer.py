@@ -258,6 +258,19 @@ class Trainer:
         return torch.cat(chunks)[:need]
 
     # -- the loop -----------------------------------------------------------------------
+    def _sync_buffers(self) -> None:
+        """Under DDP, copy rank 0's buffers (BatchNorm running statistics) to every rank, so
+        eval-mode mining and the saved model are the same everywhere (DDP broadcasts them
+        only at the start of each forward)."""
+        if not dist_utils.is_distributed():
+            return
+        import torch.distributed as dist
+
+        for buf in self.module.buffers():
+            if buf.device.type == "cpu" and dist.get_backend() == "nccl":
+                continue
+            dist.broadcast(buf.data, src=0)
+
     def _autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
@@ -281,6 +294,7 @@ class Trainer:
         cfg = self.cfg
         t0 = time.time()
         record: dict[str, Any] = {"epoch": epoch + 1, "method": cfg.method, "lr": self.optimizer.param_groups[0]["lr"]}
+        self._sync_buffers()
         if self.miner is not None:
             mined = self.miner.mine(self.module, epoch, device=self.device)
             pool = mined.indices
@@ -362,6 +376,7 @@ class Trainer:
         try:
             while self.epoch < cfg.epochs:
                 record = self.train_epoch(self.epoch)
+                self._sync_buffers()
                 self.epoch += 1
                 self.history.append(record)
                 self.save()
