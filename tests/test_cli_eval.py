@@ -19,7 +19,7 @@ def ckpt(tmp_path_factory):
     torch.manual_seed(0)
     m = with_reject_head(Normalize(SmallCNN(10, width=4), [0.2] * 3, [0.2] * 3), 10)
     path = tmp_path_factory.mktemp("ck") / "last.pt"
-    torch.save({"format": "atom_plugin.training/1", "config": {"method": "atom"}, "num_classes": 10,
+    torch.save({"format": "atom_plugin.training/1", "config": {"method": "atom"}, "arch": "smallcnn", "num_classes": 10,
                 "num_reject": 1, "model": m.state_dict()}, path)
     bare = path.parent / "bare.pt"
     torch.save(m.state_dict(), bare)
