@@ -7,7 +7,6 @@ from typing import Optional, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 SeedLike = Optional[Union[int, torch.Generator]]
 
@@ -109,8 +108,8 @@ def separable_filter(x: torch.Tensor, kernel_h, kernel_w=None, mode: str = "near
     H, W = x.shape[-2:]
     kh = tuple(float(v) for v in kernel_h)
     kw = kh if kernel_w is None else tuple(float(v) for v in kernel_w)
-    Mh = torch.from_numpy(filter_matrix(H, kh, mode)).to(x.device, x.dtype)
-    Mw = torch.from_numpy(filter_matrix(W, kw, mode)).to(x.device, x.dtype)
+    Mh = torch.from_numpy(filter_matrix(H, kh, mode)).to(x.dtype).to(x.device)
+    Mw = torch.from_numpy(filter_matrix(W, kw, mode)).to(x.dtype).to(x.device)
     return torch.matmul(torch.matmul(Mh, x), Mw.T)
 
 

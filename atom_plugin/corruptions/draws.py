@@ -30,7 +30,8 @@ class TorchDraws:
 
     def randint(self, high: torch.Tensor) -> torch.Tensor:
         """One integer per entry of ``high`` (long, any shape), uniform in [0, high)."""
-        u = torch.rand(high.shape, generator=self.g, device=self.device, dtype=torch.float64)
+        fdt = torch.float32 if torch.device(self.device).type == "mps" else torch.float64
+        u = torch.rand(high.shape, generator=self.g, device=self.device, dtype=fdt)
         return torch.minimum((u * high).long(), high - 1)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._common import filter_matrix, gaussian_filter, pad2d
+from ._common import filter_matrix, gaussian_filter
 from .draws import TorchDraws
 
 DEFOCUS = ((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5))
@@ -77,7 +77,7 @@ def defocus_blur(x: torch.Tensor, severity: int, draws: TorchDraws | None = None
     short sum of separable filters (two small matmuls)."""
     B, C, H, W = x.shape
     Mh, Mw, r = _defocus_matrices(H, W, *DEFOCUS[severity - 1])
-    Mh, Mw = Mh.to(x.device, x.dtype), Mw.to(x.device, x.dtype)
+    Mh, Mw = Mh.to(x.dtype).to(x.device), Mw.to(x.dtype).to(x.device)
     t = torch.matmul(x, Mw.T).view(B, C, H, r, W).transpose(2, 3).reshape(B, C, r * H, W)
     return torch.matmul(Mh, t).clamp_(0, 1)
 
@@ -161,7 +161,7 @@ def motion_blur_layer(x: torch.Tensor, radius: int, sigma: float, angle: torch.T
     B, C, H, W = x.shape
     width = 2 * radius + 1
     fdt = torch.float64 if x.device.type != "mps" else torch.float32
-    k = torch.from_numpy(motion_kernel(radius, sigma)).to(x.device, fdt)
+    k = torch.from_numpy(motion_kernel(radius, sigma)).to(fdt).to(x.device)
     rad = angle.to(fdt) * (math.pi / 180.0)
     p0, p1 = width * torch.sin(rad), width * torch.cos(rad)
     hyp = torch.sqrt(p0 * p0 + p1 * p1)
@@ -219,8 +219,8 @@ def clipped_zoom(x: torch.Tensor, zooms) -> torch.Tensor:
     H, W = x.shape[-2:]
     Z = len(zooms)
     B, C = x.shape[:2]
-    Ah = torch.from_numpy(np.concatenate([zoom_matrix(H, float(z)) for z in zooms], 1)).to(x.device, x.dtype)
-    Aw = torch.from_numpy(np.concatenate([zoom_matrix(W, float(z)) for z in zooms], 0)).to(x.device, x.dtype)
+    Ah = torch.from_numpy(np.concatenate([zoom_matrix(H, float(z)) for z in zooms], 1)).to(x.dtype).to(x.device)
+    Aw = torch.from_numpy(np.concatenate([zoom_matrix(W, float(z)) for z in zooms], 0)).to(x.dtype).to(x.device)
     t = torch.matmul(x, Aw.T).view(B, C, H, Z, W).transpose(2, 3).reshape(B, C, Z * H, W)
     return torch.matmul(Ah, t)  # (H, Z H) @ (B, C, Z H, W)
 

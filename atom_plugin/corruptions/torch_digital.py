@@ -136,8 +136,8 @@ def pixelate(x: torch.Tensor, severity: int, draws: TorchDraws | None = None) ->
     c = PIXELATE[severity - 1]
     H, W = x.shape[-2:]
     h, w = int(H * c), int(W * c)
-    Ah = torch.from_numpy(box_matrix(H, h)).to(x.device, x.dtype)
-    Aw = torch.from_numpy(box_matrix(W, w)).to(x.device, x.dtype)
+    Ah = torch.from_numpy(box_matrix(H, h)).to(x.dtype).to(x.device)
+    Aw = torch.from_numpy(box_matrix(W, w)).to(x.dtype).to(x.device)
     # PIL resamples horizontally then vertically, rounding to 8 bits after each pass
     small = torch.floor(torch.matmul(x * 255.0, Aw.T) + 0.5)
     small = torch.floor(torch.matmul(Ah, small) + 0.5) / 255.0
@@ -176,10 +176,10 @@ def _dct_matrix() -> np.ndarray:
 def _blocks_dct(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Quantize-dequantize the 8x8 blocks of p (N, H8, W8) in level-shifted units."""
     N, H, W = p.shape
-    D = torch.from_numpy(_dct_matrix()).to(p.device, p.dtype)
+    D = torch.from_numpy(_dct_matrix()).to(p.dtype).to(p.device)
     b = p.reshape(N, H // 8, 8, W // 8, 8).permute(0, 1, 3, 2, 4)
     c = D @ b @ D.T
-    qt = torch.from_numpy(q).to(p.device, p.dtype)
+    qt = torch.from_numpy(q).to(p.dtype).to(p.device)
     c = torch.round(c / qt) * qt
     b = D.T @ c @ D
     return b.permute(0, 1, 3, 2, 4).reshape(N, H, W)

@@ -35,8 +35,8 @@ def snow(x: torch.Tensor, severity: int, draws: TorchDraws) -> torch.Tensor:
     loc, scale, zoom, thr, radius, sigma, blend = SNOW[severity - 1]
     B, C, H, W = x.shape
     layer = draws.normal((B, H, W), loc, scale).to(x.dtype)
-    Ah = torch.from_numpy(zoom_matrix(H, float(zoom), False)).to(x.device, x.dtype)
-    Aw = torch.from_numpy(zoom_matrix(W, float(zoom), False)).to(x.device, x.dtype)
+    Ah = torch.from_numpy(zoom_matrix(H, float(zoom), False)).to(x.dtype).to(x.device)
+    Aw = torch.from_numpy(zoom_matrix(W, float(zoom), False)).to(x.dtype).to(x.device)
     layer = torch.einsum("ph,bhw,qw->bpq", Ah, layer, Aw)  # may be larger than H x W
     layer = torch.where(layer < thr, torch.zeros_like(layer), layer).clamp_(0, 1)
     angle = draws.uniform((B,), -135.0, -45.0)
@@ -154,8 +154,8 @@ def _equalize(d: torch.Tensor) -> torch.Tensor:
     """cv2.equalizeHist on uint8-valued (B, 1, H, W)."""
     B = d.shape[0]
     v = d.reshape(B, -1).long().clamp_(0, 255)
-    hist = torch.zeros(B, 256, device=d.device, dtype=torch.float64).scatter_add_(
-        1, v, torch.ones_like(v, dtype=torch.float64))
+    hist = torch.zeros(B, 256, device=d.device, dtype=torch.float32).scatter_add_(
+        1, v, torch.ones_like(v, dtype=torch.float32))
     cdf = hist.cumsum(1)
     cmin = torch.where(hist > 0, cdf, torch.full_like(cdf, float("inf"))).amin(1, keepdim=True)
     total = cdf[:, -1:]
