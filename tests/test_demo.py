@@ -11,7 +11,11 @@ from atom_plugin.training import load_checkpoint
 
 def test_demo_quick_writes_report_folder(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--quiet", "--out", str(out), "--seed", "1"]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert main(["demo", "--quick", "--quiet", "--threads", "1", "--out", str(out), "--seed", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
     printed = capsys.readouterr().out
     # the comparison table: one row per method, the four task groups
     assert "| OE" in printed and "| ATOM" in printed

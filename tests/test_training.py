@@ -229,3 +229,23 @@ def test_train_function_and_options(tmp_path):
     # milestones default to 50/75/90% of the epochs
     assert TrainConfig(epochs=100).milestone_epochs() == [50, 75, 90]
     assert TrainConfig(epochs=20).milestone_epochs() == [10, 15, 18]
+
+
+def test_train_cli_runs_and_resumes(tmp_path, capsys):
+    from atom_plugin.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", "--method", "ntom", "--width", "4", "--batch-size", "128", "--outlier-batch-size", "64",
+            "-N", "300", "-n", "150", "--q", "0.5", "--quiet", "--out", str(out)]
+    assert main(args + ["--epochs", "1"]) == 0
+    ck = load_checkpoint(out / "last.pt")
+    assert ck["epoch"] == 1 and ck["arch"] == "smallcnn" and ck["num_reject"] == 1
+    assert ck["config"]["q"] == 0.5 and ck["config"]["pool_size"] == 300
+    assert main(args + ["--epochs", "2", "--resume"]) == 0
+    assert load_checkpoint(out / "last.pt")["epoch"] == 2
+    # bad input: one-line errors, exit code 2
+    assert main(args[:-2] + ["--out", str(tmp_path / "x"), "--epochs", "1", "--lam", "-1"]) == 2
+    assert main(args[:-2] + ["--out", str(tmp_path / "y"), "--epochs", "1", "--q", "0.9"]) == 2
+    assert main(args[:-2] + ["--out", str(tmp_path / "z"), "--epochs", "1", "-N", "999999", "-n", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "lam" in err and "1 - n/N" in err and "fewer than `pool_size`" in err
