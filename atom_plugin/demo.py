@@ -52,7 +52,7 @@ class DemoSettings:
     """
 
     width: int = 16
-    epochs: int = 10
+    epochs: int = 16
     lr: float = 0.05
     batch_size: int = 64
     outlier_batch_size: int = 64
@@ -191,7 +191,7 @@ def run_demo(out: str | os.PathLike = "atom_demo", quick: bool = False, seed: in
             task: {"fpr": rep.get("mean", task, "fpr"), "auroc": rep.get("mean", task, "auroc")} for task in rep.tasks
         }
         summary["results"][title]["accuracy"] = rep.id_metrics.get("accuracy")
-        summary["results"][title]["final_train"] = {k: v for k, v in histories[TITLES_INV(title)][-1].items()
+        summary["results"][title]["final_train"] = {k: v for k, v in histories[_method_of(title)][-1].items()
                                                    if isinstance(v, (int, float))}
     if "OE" in reports and "ATOM" in reports:
         r = summary["results"]
@@ -209,7 +209,8 @@ def run_demo(out: str | os.PathLike = "atom_demo", quick: bool = False, seed: in
     return summary
 
 
-def TITLES_INV(title: str) -> str:  # noqa: N802 - tiny helper
+def _method_of(title: str) -> str:
+    """``"ATOM"`` -> ``"atom"`` (inverse of :data:`TITLES`)."""
     for k, v in TITLES.items():
         if v == title:
             return k
