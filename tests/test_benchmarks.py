@@ -1,0 +1,101 @@
+"""Smoke runs of the benchmark scripts with tiny settings: each writes its JSON with the
+expected fields and consistent values (no timing assertions)."""
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench_module():
+    sys.path.insert(0, str(BENCH))
+    threads = torch.get_num_threads()
+    try:
+        yield lambda name: importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCH))
+        torch.set_num_threads(threads)
+
+
+def _run(mod, argv, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert mod.main(argv + ["--out", str(out), "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    m = doc["machine"]
+    assert m["device"] == "cpu" and m["threads"] == 1 and m["torch"] == torch.__version__
+    assert len(m["loadavg_before"]) == 3 and len(m["loadavg_after"]) == 3
+    assert "|" in printed and str(out) in printed  # a table was printed, and the path
+    return doc
+
+
+def test_common_helpers(bench_module):
+    C = bench_module("_common")
+    t = C.table([{"a": 1, "b": 0.5}, {"a": 22, "b": None}])
+    lines = t.splitlines()
+    assert lines[0].split("|")[1].strip() == "a" and len(lines) == 4 and "0.5" in lines[2]
+    assert C.summary([3.0, 1.0, 2.0]) == {"min": 1.0, "median": 2.0, "max": 3.0, "n": 3}
+    sw = C.Stopwatch("cpu")
+    f = sw.wrap("x", lambda v: v + 1)
+    assert f(1) == 2 and f(2) == 3 and sw.calls["x"] == 2 and sw.totals["x"] >= 0
+
+
+def test_bench_attack(bench_module, tmp_path, capsys):
+    doc = _run(bench_module("bench_attack"), ["--batch", "4", "--steps", "2", "--width", "2", "--repeats", "1"],
+               tmp_path, capsys)
+    (row,) = doc["results"]
+    assert (row["batch"], row["steps"]) == (4, 2)
+    assert math.isclose(row["ratio"], row["oodpgd_s"] / row["pgd_s"])
+    assert math.isclose(row["oodpgd_img_s"], 4 / row["oodpgd_s"])
+    assert row["target_met"] == (row["ratio"] <= 1.05)
+    assert set(doc["overhead"][0]) >= {"fwd_bwd_step_ms", "extra_2_forwards_ms", "keep_best_all_steps_ms",
+                                       "predicted_overhead"}
+
+
+def test_bench_mining(bench_module, tmp_path, capsys):
+    mod = bench_module("bench_mining")
+    ds = mod.LazyOutliers(50, seed=0)
+    b = ds.get_batch([3, 7, 3])
+    assert b.shape == (3, 3, 32, 32) and torch.equal(b[0], b[2]) and torch.equal(b[1], ds[7][0])
+    assert float(b.min()) >= 0 and float(b.max()) <= 1 and not torch.equal(b[0], b[1])
+    doc = _run(mod, ["--throughput-pool", "64", "--pool", "64", "128", "--batch-size", "32", "--width", "2",
+                     "--mem-width", "2", "--repeats", "1"], tmp_path, capsys)
+    (thr,) = doc["throughput"]
+    assert thr["N"] == 64 and math.isclose(thr["ratio_vs_loader"], thr["plain_loader_s"] / thr["mine_s"])
+    assert [m["N"] for m in doc["memory"]] == [64, 128]
+    assert [m["selected"] for m in doc["memory"]] == [16, 32]
+    assert doc["memory"][1]["N_images_float32_MB"] == 128 * 3 * 32 * 32 * 4 / 2 ** 20
+
+
+def test_bench_epoch(bench_module, tmp_path, capsys):
+    doc = _run(bench_module("bench_epoch"), ["--steps", "1", "--width", "2", "--pool-factor", "2",
+                                             "--select-factor", "1"], tmp_path, capsys)
+    rows = {r["method"]: r for r in doc["results"]}
+    assert set(rows) == {"atom", "ntom", "oe"}
+    assert rows["oe"]["vs_oe"] == 1.0 and rows["oe"]["mining_s"] == 0.0 and rows["oe"]["N"] is None
+    assert rows["atom"]["N"] == 128 and rows["atom"]["n"] == 64 and rows["atom"]["mining_s"] > 0
+    assert rows["atom"]["attack_s"] > 0 and rows["ntom"]["attack_s"] < rows["atom"]["attack_s"]
+    for r in rows.values():
+        assert r["steps"] == 1 and math.isfinite(r["loss"])
+        parts = r["mining_s"] + r["attack_s"] + r["data_s"] + r["train_s"]
+        assert math.isclose(parts, r["epoch_s"], rel_tol=1e-9)
+
+
+def test_bench_eval(bench_module, tmp_path, capsys):
+    doc = _run(bench_module("bench_eval"), ["--images", "4", "--steps", "1", "--width", "2", "--batch-size", "4",
+                                            "--repeats", "1"], tmp_path, capsys)
+    rows = {r["task"]: r for r in doc["results"]}
+    assert list(rows) == ["natural", "corruption", "linf", "compositional"]
+    assert rows["natural"]["attack_s"] < rows["corruption"]["attack_s"]
+    for r in rows.values():
+        assert r["score_s"] > 0 and 0.0 <= r["fpr"] <= 1.0
+        assert math.isclose(r["ms_per_image"], 1e3 * (r["attack_s"] + r["score_s"]) / 4)
+    assert doc["settings"]["n_id"] == 4
