@@ -144,6 +144,21 @@ def _status_kb(field: str) -> int | None:
     return None
 
 
+def release_freed_memory() -> None:
+    """Garbage-collect and return freed heap memory to the OS (glibc ``malloc_trim``), so
+    that the resident size before a measurement does not hold pages a later allocation
+    would silently reuse.  A no-op where unavailable."""
+    import gc
+
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def reset_peak_rss() -> bool:
     """Reset the process' peak resident set size (Linux ``/proc/self/clear_refs``);
     False where that is not possible (then :func:`peak_rss_bytes` is the lifetime peak)."""

@@ -22,7 +22,6 @@ import os
 import sys
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
@@ -61,6 +60,23 @@ def _overhead_parts(atk: OODPGD, det: RejectClass, x: torch.Tensor, steps: int, 
     return {k: C.summary(v)["median"] for k, v in t.items()}
 
 
+def _count_passes(model: torch.nn.Module, fn) -> tuple[int, int]:
+    """(model forward calls, model forwards that were differentiated) during ``fn()``."""
+    n = {"f": 0, "b": 0}
+
+    def hook(mod, inp, out):
+        n["f"] += 1
+        if out.requires_grad:
+            n["b"] += 1
+
+    h = model.register_forward_hook(hook)
+    try:
+        fn()
+    finally:
+        h.remove()
+    return n["f"], n["b"]
+
+
 def run(args) -> dict:
     device = C.setup(args)
     K = 10
@@ -79,6 +95,9 @@ def run(args) -> dict:
             s_ours, s_ref = C.summary(t["OODPGD"]), C.summary(t["torchattacks.PGD"])
             ratio_med = s_ours["median"] / s_ref["median"]
             ratio_min = s_ours["min"] / s_ref["min"]
+            counts = {}
+            for name, fn in (("oodpgd", lambda: ours(x)), ("pgd", lambda: ref(x, labels))):
+                counts[name] = _count_passes(model, fn)
             parts = _overhead_parts(ours, det, x, steps, device, max(3, args.repeats))
             predicted = (parts["keep_best"] + parts["extra_forwards"] + parts["prepare"]) / (steps * parts["fwd_bwd_step"])
             rows.append({
@@ -87,6 +106,8 @@ def run(args) -> dict:
                 "oodpgd_img_s": B / s_ours["median"], "pgd_img_s": B / s_ref["median"],
                 "ratio": ratio_med, "ratio_min": ratio_min,
                 "target_met": bool(ratio_med <= 1.05),
+                "oodpgd_forwards": counts["oodpgd"][0], "oodpgd_backwards": counts["oodpgd"][1],
+                "pgd_forwards": counts["pgd"][0], "pgd_backwards": counts["pgd"][1],
                 "times_oodpgd": t["OODPGD"], "times_pgd": t["torchattacks.PGD"],
             })
             parts_rows.append({
@@ -125,7 +146,8 @@ def main(argv=None) -> int:
     if not args.quiet:
         print(C.machine_line(info))
         print(C.table(res["results"], ["batch", "steps", "oodpgd_s", "pgd_s", "oodpgd_img_s", "pgd_img_s",
-                                       "ratio", "ratio_min", "target_met"]))
+                                       "ratio", "ratio_min", "target_met", "oodpgd_forwards", "pgd_forwards",
+                                       "oodpgd_backwards", "pgd_backwards"]))
         print()
         print("OODPGD overhead breakdown (per call; predicted_overhead = extra / (steps * fwd_bwd_step)):")
         print(C.table(res["overhead"]))

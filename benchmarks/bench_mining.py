@@ -1,6 +1,6 @@
 """Benchmark 3: outlier-mining throughput and peak memory vs the pool size N.
 
-Throughput: ``OutlierMiner.mine`` (draw N candidates, score them in eval mode under
+Throughput (``--repeats`` alternating repeats, medians): ``OutlierMiner.mine`` (draw N candidates, score them in eval mode under
 ``inference_mode``, sort, select ``[qN, qN + n)``, histogram) vs two plain
 ``torch.inference_mode`` forward loops over **the same candidates** and batch size:
 
@@ -11,7 +11,8 @@ Throughput: ``OutlierMiner.mine`` (draw N candidates, score them in eval mode un
 Ratio = plain seconds / mining seconds (target >= 0.9 against ``loader``).
 
 Memory: peak resident set size during ``mine`` minus the resident size just before it
-(Linux: the peak is reset through ``/proc/self/clear_refs``; on CUDA also
+(Linux: freed heap memory is first returned to the OS with ``malloc_trim`` so the
+baseline holds no reusable pages, and the peak is reset through ``/proc/self/clear_refs``; on CUDA also
 ``torch.cuda.max_memory_allocated``), for N in ``--pool`` (default 2k, 8k, 32k), next to
 the size N float32 images would take.  The auxiliary set is generated lazily (each image
 computed from its index on access, nothing stored), so only what mining itself keeps
@@ -95,9 +96,7 @@ def _plain_get_batch(model, ds, cand, bs, device):
 
 def _memory(model, ds, pool, select, bs, device) -> dict:
     miner = OutlierMiner(ds, pool, select, 0.0, num_classes=10, batch_size=bs, seed=1)
-    import gc
-
-    gc.collect()
+    C.release_freed_memory()
     before = C.rss_bytes()
     ok = C.reset_peak_rss()
     if device.type == "cuda":
@@ -108,6 +107,7 @@ def _memory(model, ds, pool, select, bs, device) -> dict:
     rec = {
         "N": pool, "n": select,
         "peak_rss_delta_MB": None if (before is None or peak is None or not ok) else (peak - before) / 2 ** 20,
+        "rss_before_MB": None if before is None else before / 2 ** 20,
         "N_images_float32_MB": pool * 3 * 32 * 32 * 4 / 2 ** 20,
         "N_scalars_MB": pool * (8 + 4) / 2 ** 20,  # int64 index + float32 score per candidate
         "peak_reset": ok,
@@ -144,6 +144,15 @@ def run(args) -> dict:
         "target_met": bool(med["plain_loader"] / med["mine"] >= 0.9),
     }]
 
+    # mining throughput vs the scoring batch size (TrainConfig.score_batch_size)
+    sweep = []
+    for sbs in args.sweep:
+        m = OutlierMiner(ds, N, max(1, N // 4), 0.0, num_classes=10, batch_size=sbs, seed=args.seed)
+        m.mine(model, 0, device=device)
+        ts = [C.timed(lambda: m.mine(model, 0, device=device), device)[0] for _ in range(max(1, args.repeats - 1))]
+        sweep.append({"score_batch_size": sbs, "mine_s": C.summary(ts)["median"],
+                      "mine_img_s": N / C.summary(ts)["median"]})
+
     # memory: a narrower model by default (the bookkeeping, not the model, is measured)
     mem_model = C.make_model(10, args.mem_width, device, reject=True, seed=args.seed)
     _memory(mem_model, ds, min(args.pool), max(1, min(args.pool) // 4), bs, device)  # warm-up (allocator)
@@ -161,6 +170,7 @@ def run(args) -> dict:
                      "repeats": args.repeats, "dataset": "LazyOutliers (images computed from the index)",
                      "model": f"Normalize(SmallCNN(width={args.width})) + reject head"},
         "throughput": thr,
+        "batch_sweep": sweep,
         "times": t,
         "memory": mem,
         "memory_growth": growth,
@@ -169,12 +179,14 @@ def run(args) -> dict:
 
 def main(argv=None) -> int:
     p = C.parser(__doc__, "mining.json")
-    p.add_argument("--throughput-pool", type=int, default=4096, help="N for the throughput comparison")
+    p.add_argument("--throughput-pool", type=int, default=3072, help="N for the throughput comparison")
     p.add_argument("--pool", type=int, nargs="+", default=[2000, 8000, 32000], help="N values for the memory table")
     p.add_argument("--batch-size", type=int, default=512, help="scoring batch size (TrainConfig.score_batch_size)")
+    p.add_argument("--sweep", type=int, nargs="*", default=[64, 128, 512],
+                   help="scoring batch sizes for the mining-throughput sweep (empty: skip)")
     p.add_argument("--width", type=int, default=16, help="SmallCNN width for the throughput comparison")
     p.add_argument("--mem-width", type=int, default=4, help="SmallCNN width for the memory table")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args(argv)
     C.setup(args)
     info = C.machine_info(args.device)
@@ -183,6 +195,9 @@ def main(argv=None) -> int:
     if not args.quiet:
         print(C.machine_line(info))
         print(C.table(res["throughput"]))
+        if res["batch_sweep"]:
+            print()
+            print(C.table(res["batch_sweep"]))
         print()
         print(C.table(res["memory"], ["N", "n", "peak_rss_delta_MB", "N_images_float32_MB", "N_scalars_MB"]))
         if res["memory_growth"]:

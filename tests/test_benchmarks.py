@@ -56,6 +56,9 @@ def test_bench_attack(bench_module, tmp_path, capsys):
     assert math.isclose(row["ratio"], row["oodpgd_s"] / row["pgd_s"])
     assert math.isclose(row["oodpgd_img_s"], 4 / row["oodpgd_s"])
     assert row["target_met"] == (row["ratio"] <= 1.05)
+    # both take one forward + backward per step; OODPGD adds the clean and the final forward
+    assert (row["pgd_forwards"], row["pgd_backwards"]) == (2, 2)
+    assert (row["oodpgd_forwards"], row["oodpgd_backwards"]) == (4, 2)
     assert set(doc["overhead"][0]) >= {"fwd_bwd_step_ms", "extra_2_forwards_ms", "keep_best_all_steps_ms",
                                        "predicted_overhead"}
 
@@ -67,16 +70,18 @@ def test_bench_mining(bench_module, tmp_path, capsys):
     assert b.shape == (3, 3, 32, 32) and torch.equal(b[0], b[2]) and torch.equal(b[1], ds[7][0])
     assert float(b.min()) >= 0 and float(b.max()) <= 1 and not torch.equal(b[0], b[1])
     doc = _run(mod, ["--throughput-pool", "64", "--pool", "64", "128", "--batch-size", "32", "--width", "2",
-                     "--mem-width", "2", "--repeats", "1"], tmp_path, capsys)
+                     "--mem-width", "2", "--repeats", "1", "--sweep", "16", "64"], tmp_path, capsys)
     (thr,) = doc["throughput"]
     assert thr["N"] == 64 and math.isclose(thr["ratio_vs_loader"], thr["plain_loader_s"] / thr["mine_s"])
+    assert [r["score_batch_size"] for r in doc["batch_sweep"]] == [16, 64]
+    assert all(math.isclose(r["mine_img_s"], 64 / r["mine_s"]) for r in doc["batch_sweep"])
     assert [m["N"] for m in doc["memory"]] == [64, 128]
     assert [m["selected"] for m in doc["memory"]] == [16, 32]
     assert doc["memory"][1]["N_images_float32_MB"] == 128 * 3 * 32 * 32 * 4 / 2 ** 20
 
 
 def test_bench_epoch(bench_module, tmp_path, capsys):
-    doc = _run(bench_module("bench_epoch"), ["--steps", "1", "--width", "2", "--pool-factor", "2",
+    doc = _run(bench_module("bench_epoch"), ["--steps", "1", "--width", "2", "--pool-factor", "2", "--repeats", "1",
                                              "--select-factor", "1"], tmp_path, capsys)
     rows = {r["method"]: r for r in doc["results"]}
     assert set(rows) == {"atom", "ntom", "oe"}
@@ -95,6 +100,8 @@ def test_bench_eval(bench_module, tmp_path, capsys):
     rows = {r["task"]: r for r in doc["results"]}
     assert list(rows) == ["natural", "corruption", "linf", "compositional"]
     assert rows["natural"]["attack_s"] < rows["corruption"]["attack_s"]
+    assert rows["corruption"]["corruption_scoring_s"] > 0 and rows["linf"]["corruption_scoring_s"] == 0
+    assert rows["corruption"]["corruption_scoring_s"] < rows["corruption"]["attack_s"]
     for r in rows.values():
         assert r["score_s"] > 0 and 0.0 <= r["fpr"] <= 1.0
         assert math.isclose(r["ms_per_image"], 1e3 * (r["attack_s"] + r["score_s"]) / 4)
