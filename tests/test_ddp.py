@@ -31,7 +31,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     from atom_plugin.models import Normalize, SmallCNN, with_reject_head
     from atom_plugin.training import TrainConfig, Trainer
 
-    assert D.init_from_env()
+    assert D.init_from_env(timeout_s=90)  # a desynchronised collective fails instead of hanging
     try:
         ds, aux = _data()
         torch.manual_seed(0)

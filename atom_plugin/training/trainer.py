@@ -380,9 +380,9 @@ class Trainer:
                 self.epoch += 1
                 self.history.append(record)
                 self.save()
+                if self.out_dir is not None and cfg.keep_checkpoints and self.epoch % cfg.keep_checkpoints == 0:
+                    self.save(self.out_dir / f"epoch_{self.epoch:04d}.pt")  # collective under DDP
                 if self.main and self.out_dir is not None:
-                    if cfg.keep_checkpoints and self.epoch % cfg.keep_checkpoints == 0:
-                        save_checkpoint(self.state_dict(), self.out_dir / f"epoch_{self.epoch:04d}.pt")
                     with open(self.out_dir / "metrics.jsonl", "a") as f:
                         f.write(json.dumps(record) + "\n")
                     if self.miner is not None:
