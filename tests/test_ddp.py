@@ -27,6 +27,9 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
+    import faulthandler
+
+    faulthandler.dump_traceback_later(150, exit=True)  # a hang becomes a traceback on stderr
     from atom_plugin import distributed as D
     from atom_plugin.models import Normalize, SmallCNN, with_reject_head
     from atom_plugin.training import TrainConfig, Trainer
@@ -50,8 +53,17 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         D.destroy()
 
 
+def _launch(out_dir: str) -> None:
+    mp.spawn(_worker, args=(2, _free_port(), out_dir), nprocs=2, join=True)
+
+
 def test_ddp_two_processes_gloo(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    # launched from a fresh interpreter: spawning from inside a long pytest session was seen to hang
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, __file__, str(tmp_path)], capture_output=True, text=True, timeout=200)
+    assert res.returncode == 0, res.stderr[-3000:]
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
     # every rank selects the same outliers (scores gathered from both shards)
     assert torch.equal(r0["mined"], r1["mined"]) and len(r0["mined"]) == 20
@@ -69,3 +81,9 @@ def test_ddp_two_processes_gloo(tmp_path):
     ck = load_checkpoint(tmp_path / "run" / "last.pt")
     assert ck["epoch"] == 2 and len(ck["rng"]) == 2
     assert torch.equal(ck["model"]["model.fc.weight"], r0["state"]["model.fc.weight"])
+
+
+if __name__ == "__main__":
+    import sys
+
+    _launch(sys.argv[1])
