@@ -141,15 +141,17 @@ def main(argv: list[str] | None = None) -> int:
     reports, timing = {}, {}
     for det_name in args.detectors:
         t = time.time()
+        # .eval(): detectors are new nn.Modules (training mode by default) and evaluate() restores
+        # the detector's mode, and with it the shared classifier's, when it returns.
         if det_name == "msp":
-            det = MSP(model)
+            det = MSP(model).eval()
         elif det_name == "energy":
-            det = Energy(model)
+            det = Energy(model).eval()
         else:
-            det = Mahalanobis(model)
-            n_fit = 64 if args.quick else 512
+            det = Mahalanobis(model).eval()
+            n_fit = 64 if args.quick else 256
             det.fit(DataLoader(Subset(id_train, range(min(n_fit, len(id_train)))), batch_size=64),
-                    lr_samples=32 if args.quick else 256, progress=progress)
+                    lr_samples=32 if args.quick else 128, progress=progress)
             print(f"Mahalanobis fitted on {n_fit} ID training images, layers {det.layers}")
         rep = evaluate(det, id_test, ood, tasks=TASKS, eps=args.eps, alpha=alpha, steps=args.steps,
                        corruptions=["gaussian_noise", "contrast", "pixelate"], severities=[3] if args.quick else [2, 4],
