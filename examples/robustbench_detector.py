@@ -77,13 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def write_standin(name: str, model_dir: Path) -> Path:
-    """A randomly initialised checkpoint of RobustBench model ``name`` at the path it expects."""
+def write_standin(name: str, model_dir: Path, seed: int = 0) -> Path:
+    """A randomly initialised (seeded) checkpoint of RobustBench model ``name`` at the path it expects."""
     from robustbench.model_zoo import model_dicts
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
     path = Path(robustbench_checkpoint_path(name, model_dir, "cifar10", "Linf"))
     entry = model_dicts[BenchmarkDataset.cifar_10][ThreatModel.Linf][name]
+    torch.manual_seed(seed)
     net = entry["model"]()
     state = net.state_dict()
     if name == "Andriushchenko2020Understanding":  # this entry's file holds {"last": ..., "best": ...}
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     # 1. the model, from model_dir only
     path = robustbench_checkpoint_path(args.name, model_dir, "cifar10", "Linf")
     if not os.path.isfile(path) and args.standin:
-        write_standin(args.name, model_dir)
+        write_standin(args.name, model_dir, args.seed)
         print(f"NOTE: no checkpoint at {path}; wrote a RANDOMLY INITIALISED stand-in there (--standin). "
               "Put the real RobustBench file there for meaningful numbers.")
     model = load_robustbench_model(args.name, model_dir, "cifar10", "Linf")  # FileNotFoundError if missing
