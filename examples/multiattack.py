@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     rows["OODMultiAttack"] = {"accepted": accepted(adv_best), "objective": best.last_objective.mean().item(),
                               "wins": dict(zip(["clean", "OODFGSM", "OODPGD", "OODAPGD"], wins))}
     # per image, the best-of combiner is at least as good as each of its attacks (same seeds)
-    never_worse = all(bool((best.last_objective >= objectives[n] - 1e-5).all()) for n in ("OODFGSM", "OODPGD", "OODAPGD"))
+    never_worse = all(bool((best.last_objective >= objectives[n] - 1e-5).all())
+                      for n in ("OODFGSM", "OODPGD", "OODAPGD"))
 
     print(f"\nOOD side: MSP detector, {len(x_ood)} OOD test images, eps={args.eps * 255:.0f}/255, "
           f"threshold {thr:.4f} (95% TPR)")
