@@ -166,3 +166,31 @@ def test_compositional_custom_attacks(det, x):
     assert float((adv - atk.last_center).abs().max()) <= 2 / 255 + 1e-6
     with pytest.raises(TypeError, match="CorruptionAttack"):
         CompositionalAttack(det, corruption_attack=pgd)
+
+
+class _Disagree(torch.nn.Module):
+    """Logits slide from (3, 0, 0) to (2, 2, -10) with the mean pixel value: the uniform-CE
+    objective rises along that path while the max-softmax falls (the MSP score worsens)."""
+
+    def forward(self, x):
+        t = x.mean((1, 2, 3)).unsqueeze(1)
+        a = torch.tensor([3.0, 0.0, 0.0], device=x.device)
+        b = torch.tensor([2.0, 2.0, -10.0], device=x.device)
+        return (1 - t) * a + t * b
+
+
+def test_compositional_score_never_worse_even_when_objective_disagrees():
+    det = MSP(_Disagree(), num_classes=3).eval()
+    x = torch.full((3, 3, 32, 32), 0.5) + torch.linspace(-0.2, 0.2, 3).view(3, 1, 1, 1)
+    pgd = OODPGD(det, eps=8 / 255, alpha=2 / 255, steps=5, random_start=False)
+    with torch.no_grad():
+        moved = pgd(x)
+        # the premise: PGD on uniform CE raises the objective and worsens the MSP score
+        assert torch.all(det.attack_loss(moved) > det.attack_loss(x))
+        assert torch.all(det.score(moved) > det.score(x))
+    atk = CompositionalAttack(det, linf_attack=pgd, corruptions=("contrast",), severities=(1,))
+    adv = atk(x)
+    with torch.no_grad():
+        assert torch.all(det.score(adv) <= det.score(atk.last_center) + 1e-7)
+        assert torch.all(det.score(adv) <= det.score(x) + 1e-7)
+        assert torch.allclose(atk.last_objective, det.attack_loss(adv), atol=1e-6)

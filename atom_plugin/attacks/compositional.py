@@ -25,6 +25,12 @@ class CompositionalAttack(OODAttack):
     (``detector.attack_loss``) is kept.  The output is within ``eps`` (L-inf) of
     ``last_center``, one corruption of the input (or the input itself).
 
+    The attack objective and the detector score need not move together (for MSP, the
+    uniform-CE objective can rise while the max-softmax falls), so a per-image check keeps
+    the corrupted centre itself wherever PGD's result scores worse than it: the
+    output's OOD score is never worse than the corruption attack's, which is never worse
+    than the clean input's.
+
     Args:
         model: a Detector, or an ``nn.Module`` with ``objective``.
         corruption_attack: a :class:`CorruptionAttack` (default: one built on the same
@@ -98,6 +104,12 @@ class CompositionalAttack(OODAttack):
             if f is None:
                 f = self.objective(adv).detach()
             f = f * self.sign
+            # never keep a point that scores worse than its own (corrupted) centre
+            worse = ca._key(adv) > keys[:, j]
+            adv = torch.where(worse.view(-1, 1, 1, 1), center, adv)
+            if bool(worse.any()):
+                with torch.no_grad():
+                    f = torch.where(worse, self.objective(center).detach() * self.sign, f)
             if best_f is None:
                 best_f, best_x, best_c, best_i = f, adv, center, idx[:, j]
             else:
