@@ -199,6 +199,19 @@ def test_random_distribution_matches_reference(name, severity):
     assert np.all(np.abs(r - t) <= tol + 0.08 * np.abs(r)), (r, t)
 
 
+@pytest.mark.parametrize("severity", [1, 5])
+@pytest.mark.parametrize("name", REPLAYED)
+def test_own_draws_distribution_matches_reference(name, severity):
+    """The replayed-draw tests check the formulas; this checks the torch samplers: with
+    their own random draws the outputs match the reference in distribution.  Frost picks
+    one of six very different textures per image, so it needs more images."""
+    x = _smooth_images(144 if name == "frost" else 32, seed=2)
+    r = _stats(corrupt(x, name, severity, backend="imagecorruptions", seed=0), x)
+    t = _stats(corrupt(x, name, severity, seed=0), x)
+    tol = np.array([0.01, 0.01, 0.01, 0.012, 0.03])
+    assert np.all(np.abs(r - t) <= tol + 0.08 * np.abs(r)), (r, t)
+
+
 def test_poisson_inversion_sampler_is_poisson():
     from atom_plugin.corruptions.draws import TorchDraws
     from atom_plugin.corruptions.torch_noise import _poisson_inversion
