@@ -23,14 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"atom_plugin {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module in COMMANDS.items():
-        try:
-            mod = importlib.import_module(f"atom_plugin.commands.{module}")
-        except ModuleNotFoundError as err:
-            if err.name != f"atom_plugin.commands.{module}":
-                raise
-            continue  # subcommand not built yet
-        mod.add_parser(sub)
+    for module in COMMANDS.values():
+        importlib.import_module(f"atom_plugin.commands.{module}").add_parser(sub)
     return parser
 
 

@@ -40,7 +40,6 @@ rank returns the same :class:`~atom_plugin.report.Report` (write it on rank 0 on
 """
 from __future__ import annotations
 
-import inspect
 import math
 import random
 import zlib
@@ -53,6 +52,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler, Subset
 
 from . import distributed as D
+from .attacks import OODPGD, CompositionalAttack, CorruptionAttack
 from ._validation import check_choice, check_float, check_int
 from .metrics import ood_metrics, threshold_at_tpr
 from .report import Report
@@ -169,23 +169,8 @@ def _seeded(s: int, device: torch.device):
 
 
 # ----------------------------------------------------------------------- attacks
-def _filter_kwargs(cls: Any, kwargs: dict) -> dict:
-    try:
-        params = inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        return kwargs
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return kwargs
-    return {k: v for k, v in kwargs.items() if k in params}
-
-
-def _import_attack(name: str, task: str):
-    try:
-        from . import attacks
-
-        return getattr(attacks, name)
-    except (ImportError, AttributeError) as err:  # pragma: no cover - during development only
-        raise ImportError(f"task {task!r} needs atom_plugin.attacks.{name}: {err}") from err
+#: CorruptionAttack options that ``corruption_kwargs`` may set (the seed is set per batch)
+_CORRUPTION_KWARGS = {"corruptions", "severities", "backend", "batch_size", "progress", "seed"}
 
 
 def _build_attacks(detector, tasks, attack_id, eps, alpha, steps, restarts, corruption_kwargs,
@@ -204,19 +189,13 @@ def _build_attacks(detector, tasks, attack_id, eps, alpha, steps, restarts, corr
         if task == "natural":
             out[task] = None
         elif task in ("linf", "in"):
-            OODPGD = _import_attack("OODPGD", task)
-            out[task] = OODPGD(detector, **_filter_kwargs(OODPGD, dict(pgd, target="ood" if task == "linf" else "in")))
+            out[task] = OODPGD(detector, **pgd, target="ood" if task == "linf" else "in")
         elif task == "corruption":
-            CorruptionAttack = _import_attack("CorruptionAttack", task)
-            out[task] = CorruptionAttack(detector, **_filter_kwargs(CorruptionAttack, ckw))
+            out[task] = CorruptionAttack(detector, **ckw)
         elif task == "compositional":
-            CorruptionAttack = _import_attack("CorruptionAttack", task)
-            CompositionalAttack = _import_attack("CompositionalAttack", task)
-            OODPGD = _import_attack("OODPGD", task)
-            kw = {"corruption_attack": CorruptionAttack(detector, **_filter_kwargs(CorruptionAttack, ckw)),
-                  "linf_attack": OODPGD(detector, **_filter_kwargs(OODPGD, pgd)),
-                  "eps": eps, "alpha": alpha, "steps": steps, "seed": None}
-            out[task] = CompositionalAttack(detector, **_filter_kwargs(CompositionalAttack, kw))
+            out[task] = CompositionalAttack(detector, corruption_attack=CorruptionAttack(detector, **ckw),
+                                            linf_attack=OODPGD(detector, **pgd), eps=eps, alpha=alpha,
+                                            steps=steps, seed=None)
         else:  # pragma: no cover - validated earlier
             raise ValueError(f"unknown task {task!r}")
     if custom:
@@ -400,6 +379,10 @@ def evaluate(
     if max_examples_per_set is not None:
         max_examples_per_set = check_int(max_examples_per_set, "max_examples_per_set", low=1)
     ckw = dict(corruption_kwargs or {})
+    unknown = sorted(set(ckw) - _CORRUPTION_KWARGS)
+    if unknown:
+        raise ValueError(f"`corruption_kwargs` has unknown keys {unknown}; CorruptionAttack takes "
+                         f"{sorted(_CORRUPTION_KWARGS)}.")
     if corruptions is not None:
         ckw["corruptions"] = list(corruptions)
     if severities is not None:

@@ -108,7 +108,7 @@ def test_attack_writes_npy_and_png(ckpt, tmp_path):
                  "--steps", "2", "--max-examples", "3", "--png", "0", "--out", str(out2), "--quiet"]) == 0
     imgs = np.load(out2 / "uniform" / "images.npy", allow_pickle=False)
     assert imgs.dtype == np.float32 and imgs.shape == (3, 3, 32, 32) and imgs.min() >= 0 and imgs.max() <= 1
-    sc = np.load(out2 / "uniform" / "scores.npy")
+    sc = np.load(out2 / "uniform" / "scores.npy", allow_pickle=False)
     assert np.all(sc[:, 1] >= sc[:, 0] - 1e-6)  # "in" raises OOD scores
 
 

@@ -27,11 +27,7 @@ def _blur(x):
 
 
 def _corruption_settings():
-    """Real corruption attacks with a small subset when they exist, else a stand-in."""
-    try:
-        from atom_plugin.attacks import CompositionalAttack, CorruptionAttack  # noqa: F401
-    except ImportError:
-        return {"attacks": {"corruption": _blur, "compositional": _blur}}
+    """The real corruption attacks on a small subset of corruptions."""
     return {"corruptions": ["gaussian_noise", "contrast"], "severities": [1, 3]}
 
 
@@ -187,6 +183,8 @@ def test_bad_arguments():
         evaluate(det, ds, {"a": ds}, steps=0, progress=False)
     with pytest.raises(ValueError, match="attacks"):
         evaluate(det, ds, {"a": ds}, tasks=("natural",), attacks={"linf": _blur}, progress=False)
+    with pytest.raises(ValueError, match="batchsize"):  # a typo is refused, not dropped
+        evaluate(det, ds, {"a": ds}, tasks=("corruption",), corruption_kwargs={"batchsize": 8}, progress=False)
     bad = TensorDataset(torch.rand(4, 3, 32, 32) * 255, torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         evaluate(det, bad, {"a": ds}, tasks=("natural",), progress=False)
