@@ -34,7 +34,8 @@ setup(
         # robustbench 1.1.1 imports pkg_resources, which setuptools>=81 no longer ships.
         "robustbench": ["robustbench==1.1.1", "setuptools<81"],
         "tensorboard": ["tensorboard"],
-        "test": ["pytest>=7", "hypothesis>=6"],
+        # pytorch-ood: the third-party-detector example and its test use the real library
+        "test": ["pytest>=7", "hypothesis>=6", "pytorch-ood>=0.2"],
     },
     entry_points={"console_scripts": ["atom-ood=atom_plugin.cli:main"]},
     classifiers=[
