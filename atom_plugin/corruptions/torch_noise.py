@@ -25,8 +25,8 @@ def gaussian_noise(x: torch.Tensor, severity: int, draws: TorchDraws) -> torch.T
 def _poisson_inversion(lam: torch.Tensor, lam_max: float, draws: TorchDraws) -> torch.Tensor:
     """Exact Poisson samples by inversion of the CDF (vectorized), for rates <= lam_max
     (small): X = #{k : u > CDF(k)}, summed up to k = lam_max + 10 sqrt(lam_max) + 10,
-    beyond which the tail mass is below 1e-12.  Faster than torch.poisson for small
-    rates on the CPU."""
+    beyond which the tail mass is below 1e-12.  For devices without ``torch.poisson``
+    (MPS)."""
     u = draws.uniform(lam.shape, 0.0, 1.0).to(lam.dtype)
     p = torch.exp(-lam)
     cdf = p.clone()
@@ -40,7 +40,9 @@ def _poisson_inversion(lam: torch.Tensor, lam_max: float, draws: TorchDraws) -> 
 
 def shot_noise(x: torch.Tensor, severity: int, draws: TorchDraws) -> torch.Tensor:
     c = SHOT[severity - 1]
-    counts = _poisson_inversion(x * c, c, draws) if c <= 12 else draws.poisson(x * c)
+    # torch.poisson is exact and, on the CPU, 1.5-4x faster than the inversion sampler at
+    # every severity's rate (measured at batch 64 and 256); MPS has no torch.poisson
+    counts = _poisson_inversion(x * c, c, draws) if x.device.type == "mps" else draws.poisson(x * c)
     return (counts / c).clamp_(0, 1)
 
 
