@@ -67,6 +67,25 @@ def test_oe_loss_is_ce_plus_half_uniform_ce(batch):
     assert r.lam == 0.5 and make_recipe(cfg("ntom"), 10, 1).lam == 1.0 and make_recipe(cfg("acet"), 10, 0).lam == 1.0
 
 
+@pytest.mark.parametrize("method,k1,lam", [("ntom", True, 1.0), ("acet", False, 1.0), ("aloe", False, 0.5),
+                                           ("aoe", False, 0.5)])
+def test_other_losses_match_their_formulas(batch, method, k1, lam):
+    """NTOM: CE + lam CE(-> K+1); ACET / ALOE / AOE: CE + lam uniform CE (their outliers
+    differ, by perturb(), not their loss).  The lambda defaults are the papers'."""
+    x, y, xo = batch
+    model = tiny(k1=k1).eval()
+    r = make_recipe(cfg(method), 10, 1 if k1 else 0)
+    assert r.lam == lam
+    zi, zo = model(x), model(xo)
+    loss, parts = r.loss(zi, y, zo)
+    if k1:
+        out = F.cross_entropy(zo, torch.full((len(xo),), 10))
+    else:
+        out = (-(F.log_softmax(zo, 1)).mean(1)).mean()
+    torch.testing.assert_close(loss, F.cross_entropy(zi, y) + lam * out, atol=1e-6, rtol=0)
+    torch.testing.assert_close(parts["loss_out"], out, atol=1e-6, rtol=0)
+
+
 def test_atom_perturbs_half_the_outliers_inside_the_ball(batch):
     x, y, xo = batch
     model = tiny().eval()
