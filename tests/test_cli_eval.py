@@ -115,3 +115,45 @@ def test_attack_writes_npy_and_png(ckpt, tmp_path):
 def test_attack_errors(ckpt, capsys):
     assert main(["attack", "--checkpoint", str(ckpt[0]), "--data", "default:nope", "--out", "/tmp/x"]) == 2
     assert "--data" in capsys.readouterr().err
+
+
+def test_eval_timm_model_from_local_weights(tmp_path):
+    """`--timm NAME --weights FILE`: a timm model built offline from a local file."""
+    import timm
+
+    torch.manual_seed(0)
+    ref = timm.create_model("resnet10t", num_classes=10)
+    weights = tmp_path / "resnet10t.pth"
+    torch.save(ref.state_dict(), weights)
+    out = tmp_path / "rep"
+    rc = main(["eval", "--timm", "resnet10t", "--weights", str(weights), "--num-classes", "10",
+               "--ood", "default:uniform", "--tasks", "natural,linf", "--steps", "1", "--max-examples", "4",
+               "--out", str(out), "--quiet", "--no-plots"])
+    assert rc == 0
+    d = json.loads((out / "report.json").read_text())
+    assert d["config"]["detector"] == "MSP" and list(d["metrics"]) == ["uniform"]  # K-way -> MSP
+    assert len(d["scores"]["id"]["natural"]) == 4
+
+
+def test_eval_robustbench_model_from_model_dir(tmp_path):
+    """`--robustbench NAME --model-dir DIR`: reads <DIR>/cifar10/Linf/<NAME>.pt, no download."""
+    import os
+
+    rb_zoo = pytest.importorskip("robustbench.model_zoo.cifar10")
+    from atom_plugin.pretrained import robustbench_checkpoint_path
+
+    torch.manual_seed(0)
+    net = rb_zoo.Ding2020MMANet().eval()
+    path = robustbench_checkpoint_path("Ding2020MMA", str(tmp_path))
+    os.makedirs(os.path.dirname(path))
+    torch.save({"state_dict": net.state_dict()}, path)
+    out = tmp_path / "rep"
+    rc = main(["eval", "--robustbench", "Ding2020MMA", "--model-dir", str(tmp_path), "--detector", "energy",
+               "--ood", "default:gaussian", "--tasks", "natural", "--max-examples", "3", "--out", str(out),
+               "--quiet", "--no-plots"])
+    assert rc == 0
+    d = json.loads((out / "report.json").read_text())
+    assert d["config"]["detector"] == "Energy" and len(d["scores"]["ood"]["gaussian"]["natural"]) == 3
+    missing = main(["eval", "--robustbench", "Wong2020Fast", "--model-dir", str(tmp_path), "--quiet",
+                    "--out", str(tmp_path / "x")])
+    assert missing == 2
