@@ -106,3 +106,20 @@ def test_bench_eval(bench_module, tmp_path, capsys):
         assert r["score_s"] > 0 and 0.0 <= r["fpr"] <= 1.0
         assert math.isclose(r["ms_per_image"], 1e3 * (r["attack_s"] + r["score_s"]) / 4)
     assert doc["settings"]["n_id"] == 4
+
+
+def test_bench_corruptions_smoke(bench_module, tmp_path, capsys):
+    mod = bench_module("bench_corruptions")
+    out = tmp_path / "c.json"
+    assert mod.main(["--batch", "3", "--ref-images", "1", "--repeats", "1", "--no-accuracy", "--threads", "1",
+                     "--out", str(out)]) == 0
+    assert str(out) in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    assert doc["torch_threads"] == 1 and doc["reference"]["images"] == 1
+    (run,) = doc["runs"]
+    for key, n in (("75", 15), ("95", 19)):
+        r = run[key]
+        assert len(r["per_corruption_ms_per_image"]) == n
+        assert math.isclose(r["speedup_vs_reference"],
+                            doc["reference"][key]["ms_per_image"] / r["ms_per_image"], rel_tol=1e-9)
+        assert math.isclose(r["generation_over_forwards"], r["seconds"] / r["forward_seconds"], rel_tol=1e-9)

@@ -4,7 +4,7 @@ the comparison table and write the report folder.  See :mod:`atom_plugin.demo`.
 
 Example::
 
-    atom-ood demo --out atom_demo          # about 5 minutes on 2 CPU cores
+    atom-ood demo                          # about 5 minutes on 2 CPU cores, writes atom_ood_demo/
     atom-ood demo --quick --out /tmp/demo  # seconds; a smoke test, numbers meaningless
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "under natural, corruption, L-inf and compositional OOD, print the comparison table and write "
                     "the report folder (tables, plots, JSON).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", default="atom_demo", metavar="DIR", help="report folder")
+    p.add_argument("--out", default="atom_ood_demo", metavar="DIR", help="report folder")
     p.add_argument("--quick", action="store_true", help="tiny smoke-test settings (seconds; numbers meaningless)")
     p.add_argument("--seed", type=int, default=0, help="seed of benchmark, initialisation, training, evaluation")
     p.add_argument("--threads", type=int, default=1,
