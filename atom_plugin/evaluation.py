@@ -53,7 +53,7 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler, Subset
 
 from . import distributed as D
 from .attacks import OODPGD, CompositionalAttack, CorruptionAttack
-from ._validation import check_choice, check_float, check_int
+from ._validation import check_choice, check_float, check_images, check_int
 from .metrics import ood_metrics, threshold_at_tpr
 from .report import Report
 
@@ -407,15 +407,9 @@ def evaluate(
         # --- in-distribution ---------------------------------------------------
         local: list[tuple[int, dict]] = []
         kept = 0
-        checked = False
         for b, x, y in _bar(_owned_batches(id_data, "id_data", batch_size, max_examples_per_set, num_workers),
                             show, "ID", _num_batches(id_data, batch_size, max_examples_per_set)):
-            x = x.to(device)
-            if not checked:
-                from ._validation import check_images
-
-                check_images(x, "id_data images")
-                checked = True
+            x = check_images(x.to(device), "id_data images")  # every batch: scores sync per batch anyway
             pay: dict[str, Any] = {"score": scorer.score(x).cpu().numpy().astype(np.float64)}
             if y is not None and y.dim() == 1 and bool((y >= 0).all()):  # -1 = unlabelled / OOD
                 logits = scorer.classify(x)
@@ -467,15 +461,9 @@ def evaluate(
         for set_name, data in ood_sets.items():
             local = []
             kept = 0
-            checked = False
             for b, x, _ in _bar(_owned_batches(data, set_name, batch_size, max_examples_per_set, num_workers),
                                 show, set_name, _num_batches(data, batch_size, max_examples_per_set)):
-                x = x.to(device)
-                if not checked:
-                    from ._validation import check_images
-
-                    check_images(x, f"ood_sets[{set_name!r}] images")
-                    checked = True
+                x = check_images(x.to(device), f"ood_sets[{set_name!r}] images")
                 pay = {}
                 for task in tasks:
                     xa = _run_attack(atks[task], x, _batch_seed(seed, set_name, task, b))

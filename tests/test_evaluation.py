@@ -188,6 +188,10 @@ def test_bad_arguments():
     bad = TensorDataset(torch.rand(4, 3, 32, 32) * 255, torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         evaluate(det, bad, {"a": ds}, tasks=("natural",), progress=False)
+    late = TensorDataset(torch.cat([torch.rand(4, 3, 32, 32), 2 * torch.ones(4, 3, 32, 32)]),
+                         torch.zeros(8, dtype=torch.long))  # only the second batch is out of range
+    with pytest.raises(ValueError, match=r"ood_sets\['late'\].*\[0, 1\]"):
+        evaluate(det, ds, {"late": late}, tasks=("natural",), batch_size=4, progress=False)
     det.fitted = False
     with pytest.raises(ValueError, match="fit"):
         evaluate(det, ds, {"a": ds}, progress=False)

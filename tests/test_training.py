@@ -152,6 +152,15 @@ def test_bad_settings_raise_clear_errors():
         Trainer(tiny(k1=False), ds, aux, cfg("ntom"))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         Trainer(tiny(), TensorDataset(torch.rand(4, 3, 32, 32) * 255, torch.zeros(4, dtype=torch.long)), aux, cfg())
+    # a bad image or label later in the data: caught at its step, not silently trained on
+    x = torch.rand(48, 3, 32, 32)
+    x[40] = 2.0
+    with pytest.raises(ValueError, match=r"train_set images \(epoch 1, step \d\).*\[0, 1\]"):
+        Trainer(tiny(), TensorDataset(x, torch.zeros(48, dtype=torch.long)), aux, cfg("ntom")).fit()
+    y = torch.zeros(48, dtype=torch.long)
+    y[7] = 10  # K = 10 classes: 10 is the reject index, not an ID label
+    with pytest.raises(ValueError, match=r"labels .* \[0, 10\)"):
+        Trainer(tiny(), TensorDataset(torch.rand(48, 3, 32, 32), y), aux, cfg("ntom")).fit()
 
 
 # ------------------------------------------------------------------ the loop

@@ -282,6 +282,17 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
+    def _check_host_batch(self, x_in: torch.Tensor, y_in: torch.Tensor, x_out: torch.Tensor, epoch: int,
+                          step: int) -> None:
+        """Images in [0, 1] and labels in [0, K) for a CPU-resident batch (clear errors here
+        instead of silent nonsense or a device-side assert later)."""
+        where = f"(epoch {epoch + 1}, step {step})"
+        check_images(x_in, f"train_set images {where}")
+        check_images(x_out, f"aux_set images {where}")
+        if y_in.numel() and (int(y_in.min()) < 0 or int(y_in.max()) >= self.k):
+            raise ValueError(f"train_set labels {where} must lie in [0, {self.k}) for K = {self.k} classes; got "
+                             f"[{int(y_in.min())}, {int(y_in.max())}].")
+
     def _diverged(self, epoch: int, step: int) -> TrainingDiverged:
         kept = f"the last good checkpoint ({self.checkpoint_path}, epoch {self.epoch}) is kept" \
             if self.checkpoint_path is not None and self.checkpoint_path.is_file() else "no checkpoint was written"
@@ -321,6 +332,9 @@ class Trainer:
         for i, (b_in, b_out) in enumerate(it):
             x_in, y_in = _split(b_in)
             x_out, _ = _split(b_out)
+            if x_in.device.type == "cpu" and x_out.device.type == "cpu":
+                # checked on the host before the copy: no device synchronisation
+                self._check_host_batch(x_in, y_in, x_out, epoch, i)
             x_in, y_in, x_out = self._to_device(x_in), y_in.to(self.device, non_blocking=True), self._to_device(x_out)
             n_in = x_in.shape[0]
             self.module.eval()
