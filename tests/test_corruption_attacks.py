@@ -169,13 +169,14 @@ def test_compositional_custom_attacks(det, x):
 
 
 class _Disagree(torch.nn.Module):
-    """Logits slide from (3, 0, 0) to (2, 2, -10) with the mean pixel value: the uniform-CE
-    objective rises along that path while the max-softmax falls (the MSP score worsens)."""
+    """Logits slide from (2, 2, -10) to (3, 0, 0) as the mean pixel value rises: darker
+    images have a higher uniform-CE objective but a lower max-softmax (a worse MSP score),
+    brighter ones (e.g. the brightness corruption) a better score."""
 
     def forward(self, x):
         t = x.mean((1, 2, 3)).unsqueeze(1)
-        a = torch.tensor([3.0, 0.0, 0.0], device=x.device)
-        b = torch.tensor([2.0, 2.0, -10.0], device=x.device)
+        a = torch.tensor([2.0, 2.0, -10.0], device=x.device)
+        b = torch.tensor([3.0, 0.0, 0.0], device=x.device)
         return (1 - t) * a + t * b
 
 
@@ -188,9 +189,15 @@ def test_compositional_score_never_worse_even_when_objective_disagrees():
         # the premise: PGD on uniform CE raises the objective and worsens the MSP score
         assert torch.all(det.attack_loss(moved) > det.attack_loss(x))
         assert torch.all(det.score(moved) > det.score(x))
-    atk = CompositionalAttack(det, linf_attack=pgd, corruptions=("contrast",), severities=(1,))
-    adv = atk(x)
-    with torch.no_grad():
-        assert torch.all(det.score(adv) <= det.score(atk.last_center) + 1e-7)
-        assert torch.all(det.score(adv) <= det.score(x) + 1e-7)
-        assert torch.allclose(atk.last_objective, det.attack_loss(adv), atol=1e-6)
+    # top_k = 3: the starts are brightness 5, brightness 1 and the clean image; the objective
+    # prefers the clean one, whose score is worse than the best corruption's
+    for top_k in (1, 3):
+        atk = CompositionalAttack(det, linf_attack=pgd, corruptions=("brightness",), severities=(1, 5),
+                                  top_k=top_k)
+        adv = atk(x)
+        with torch.no_grad():
+            best_corruption = CorruptionAttack(det, corruptions=("brightness",), severities=(1, 5))(x)
+            assert torch.all(det.score(adv) <= det.score(atk.last_center) + 1e-7), top_k
+            assert torch.all(det.score(adv) <= det.score(best_corruption) + 1e-7), top_k
+            assert torch.all(det.score(adv) <= det.score(x) + 1e-7), top_k
+            assert torch.allclose(atk.last_objective, det.attack_loss(adv), atol=1e-6), top_k

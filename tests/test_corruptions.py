@@ -159,7 +159,7 @@ def test_zoom_blur_sparse_operator_equals_separable_products(severity):
 
 
 @pytest.mark.parametrize("severity", SEVERITIES)
-@pytest.mark.parametrize("name", REPLAYED + ["spatter"])
+@pytest.mark.parametrize("name", REPLAYED + ["spatter", "shot_noise"])
 def test_random_match_reference_given_draws(img, name, severity):
     if name == "spatter" and severity <= 3:
         pytest.skip("water spatter approximates OpenCV's Canny/distance transform; see the distribution test")

@@ -27,9 +27,10 @@ class CompositionalAttack(OODAttack):
 
     The attack objective and the detector score need not move together (for MSP, the
     uniform-CE objective can rise while the max-softmax falls), so a per-image check keeps
-    the corrupted centre itself wherever PGD's result scores worse than it: the
-    output's OOD score is never worse than the corruption attack's, which is never worse
-    than the clean input's.
+    the corrupted centre itself wherever PGD's result scores worse than it, and (``top_k >
+    1``) the run from the best corruption wherever the objective's pick scores worse than
+    that corruption: the output's OOD score is never worse than the corruption attack's,
+    which is never worse than the clean input's.
 
     Args:
         model: a Detector, or an ``nn.Module`` with ``objective``.
@@ -112,6 +113,7 @@ class CompositionalAttack(OODAttack):
                     f = torch.where(worse, self.objective(center).detach() * self.sign, f)
             if best_f is None:
                 best_f, best_x, best_c, best_i = f, adv, center, idx[:, j]
+                first = (f, adv, center, idx[:, j])  # scores <= keys[:, 0], the corruption attack's best
             else:
                 better = f > best_f
                 m = better.view(-1, 1, 1, 1)
@@ -119,6 +121,15 @@ class CompositionalAttack(OODAttack):
                 best_x = torch.where(m, adv, best_x)
                 best_c = torch.where(m, center, best_c)
                 best_i = torch.where(better, idx[:, j], best_i)
+        if cands.shape[1] > 1:
+            # the objective picked a later start whose result scores worse than the corruption
+            # attack's best: keep the run from the best corruption instead
+            worse = ca._key(best_x) > keys[:, 0]
+            m = worse.view(-1, 1, 1, 1)
+            best_f = torch.where(worse, first[0], best_f)
+            best_x = torch.where(m, first[1], best_x)
+            best_c = torch.where(m, first[2], best_c)
+            best_i = torch.where(worse, first[3], best_i)
         self.last_center = best_c.detach()
         self.last_winner_index = best_i.detach()
         self.last_winner = [ca.candidate_name(i) for i in best_i.tolist()]

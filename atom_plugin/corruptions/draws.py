@@ -58,6 +58,13 @@ class NumpyDraws:
 
         return torch.tensor([np.random.randint(0, int(high.reshape(-1)[0]))])
 
+    def poisson(self, rate):
+        """``np.random.poisson`` over the reference's (H, W, C) layout; ``rate`` (1, C, H, W)."""
+        import numpy as np
+
+        hwc = rate[0].permute(1, 2, 0).to(torch.float64).numpy()
+        return torch.from_numpy(np.random.poisson(hwc).astype(np.float64)).permute(2, 0, 1)[None]
+
 
 class GlassBlurDraws:
     """The integer offsets of the reference's glass blur for ``seed`` (numba's
