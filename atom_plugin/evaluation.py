@@ -170,7 +170,7 @@ def _seeded(s: int, device: torch.device):
 
 # ----------------------------------------------------------------------- attacks
 #: CorruptionAttack options that ``corruption_kwargs`` may set (the seed is set per batch)
-_CORRUPTION_KWARGS = {"corruptions", "severities", "backend", "batch_size", "progress", "seed"}
+_CORRUPTION_KWARGS = {"corruptions", "severities", "backend", "batch_size", "progress"}
 
 
 def _build_attacks(detector, tasks, attack_id, eps, alpha, steps, restarts, corruption_kwargs,
@@ -379,6 +379,9 @@ def evaluate(
     if max_examples_per_set is not None:
         max_examples_per_set = check_int(max_examples_per_set, "max_examples_per_set", low=1)
     ckw = dict(corruption_kwargs or {})
+    if "seed" in ckw:
+        raise ValueError("`corruption_kwargs` must not set 'seed': the corruption draws are seeded per batch from "
+                         "evaluate(seed=...); pass that instead.")
     unknown = sorted(set(ckw) - _CORRUPTION_KWARGS)
     if unknown:
         raise ValueError(f"`corruption_kwargs` has unknown keys {unknown}; CorruptionAttack takes "

@@ -157,3 +157,20 @@ def test_eval_robustbench_model_from_model_dir(tmp_path):
     missing = main(["eval", "--robustbench", "Wong2020Fast", "--model-dir", str(tmp_path), "--quiet",
                     "--out", str(tmp_path / "x")])
     assert missing == 2
+
+
+class _Code:
+    def __reduce__(self):
+        return (print, ("unpickled",))
+
+
+def test_unreadable_checkpoint_is_an_input_error(tmp_path, capsys):
+    code = tmp_path / "code.pt"
+    torch.save({"model": _Code()}, code)  # a pickle with code in it: refused, not run
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    for path in (code, junk):
+        assert main(["eval", "--checkpoint", str(path), "--quiet", "--out", str(tmp_path / "o")]) == 2
+        captured = capsys.readouterr()
+        assert "--checkpoint" in captured.err and "weights-only" in captured.err
+        assert "Traceback" not in captured.err and "unpickled" not in captured.out

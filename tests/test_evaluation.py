@@ -185,6 +185,8 @@ def test_bad_arguments():
         evaluate(det, ds, {"a": ds}, tasks=("natural",), attacks={"linf": _blur}, progress=False)
     with pytest.raises(ValueError, match="batchsize"):  # a typo is refused, not dropped
         evaluate(det, ds, {"a": ds}, tasks=("corruption",), corruption_kwargs={"batchsize": 8}, progress=False)
+    with pytest.raises(ValueError, match=r"evaluate\(seed"):  # would be overridden per batch
+        evaluate(det, ds, {"a": ds}, tasks=("corruption",), corruption_kwargs={"seed": 3}, progress=False)
     bad = TensorDataset(torch.rand(4, 3, 32, 32) * 255, torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         evaluate(det, bad, {"a": ds}, tasks=("natural",), progress=False)

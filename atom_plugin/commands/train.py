@@ -142,7 +142,10 @@ def run(args) -> int:
     if args.timm:
         from ..pretrained import create_timm_model
 
-        model = create_timm_model(args.timm, k, checkpoint=args.weights, num_reject=r, mean=mean, std=std)
+        # pretrained weights expect the inputs normalized as in their training (timm's
+        # pretrained_cfg mean/std); a randomly initialised model uses the data's statistics
+        stats = {} if args.weights else {"mean": mean, "std": std}
+        model = create_timm_model(args.timm, k, checkpoint=args.weights, num_reject=r, **stats)
         arch = args.timm
     else:
         model = Normalize(SmallCNN(k, width=args.width), mean, std)

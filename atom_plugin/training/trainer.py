@@ -284,12 +284,15 @@ class Trainer:
 
     def _check_host_batch(self, x_in: torch.Tensor, y_in: torch.Tensor, x_out: torch.Tensor, epoch: int,
                           step: int) -> None:
-        """Images in [0, 1] and labels in [0, K) for a CPU-resident batch (clear errors here
-        instead of silent nonsense or a device-side assert later)."""
+        """Images in [0, 1] and labels in [0, K) for the tensors of a batch that are still on
+        the CPU (clear errors here instead of silent nonsense or a device-side assert later;
+        a dataset that yields device tensors is checked by the models' own errors only)."""
         where = f"(epoch {epoch + 1}, step {step})"
-        check_images(x_in, f"train_set images {where}")
-        check_images(x_out, f"aux_set images {where}")
-        if y_in.numel() and (int(y_in.min()) < 0 or int(y_in.max()) >= self.k):
+        if x_in.device.type == "cpu":
+            check_images(x_in, f"train_set images {where}")
+        if x_out.device.type == "cpu":
+            check_images(x_out, f"aux_set images {where}")
+        if y_in.device.type == "cpu" and y_in.numel() and (int(y_in.min()) < 0 or int(y_in.max()) >= self.k):
             raise ValueError(f"train_set labels {where} must lie in [0, {self.k}) for K = {self.k} classes; got "
                              f"[{int(y_in.min())}, {int(y_in.max())}].")
 
@@ -332,9 +335,7 @@ class Trainer:
         for i, (b_in, b_out) in enumerate(it):
             x_in, y_in = _split(b_in)
             x_out, _ = _split(b_out)
-            if x_in.device.type == "cpu" and x_out.device.type == "cpu":
-                # checked on the host before the copy: no device synchronisation
-                self._check_host_batch(x_in, y_in, x_out, epoch, i)
+            self._check_host_batch(x_in, y_in, x_out, epoch, i + 1)  # before the copy: no device sync
             x_in, y_in, x_out = self._to_device(x_in), y_in.to(self.device, non_blocking=True), self._to_device(x_out)
             n_in = x_in.shape[0]
             self.module.eval()
