@@ -4,6 +4,7 @@ APGD vs PGD at equal budget, and input errors."""
 from __future__ import annotations
 
 import inspect
+import re
 
 import pytest
 import torch
@@ -239,12 +240,31 @@ def test_device_and_dtype_follow_input(tiny_kplus1, images):
         assert OODAPGD(det, steps=2, seed=0)(images.cuda()).is_cuda
 
 
-@pytest.mark.parametrize("fn", [OODPGD.forward, OODAPGD._run, OODFGSM.forward, OODAttack._keep_best,
-                                OODAttack._value_and_grad, OODAttack._project])
+def _step_loop_functions():
+    """Everything an attack step or a training step runs: the attacks' loops and helpers,
+    every detector's bare score / objective, the training recipes' perturbations."""
+    from atom_plugin.detectors import MSP, ODIN, Energy, Mahalanobis, ObjectiveDetector, RejectClass, RejectSum
+    from atom_plugin.detectors.score_fn import ScoreDetector
+    from atom_plugin.training import methods
+
+    fns = [OODPGD.forward, OODAPGD._run, OODFGSM.forward, OODAttack._keep_best, OODAttack._value_and_grad,
+           OODAttack._value, OODAttack._signed_objective, OODAttack.objective, OODAttack._random_start,
+           OODAttack._project, OODAttack._round, methods.pgd_maximize, ODIN.preprocess, ODIN._tempered,
+           Mahalanobis._layer_scores, Mahalanobis._dists_at, Mahalanobis._min_dist]
+    for cls in (MSP, ODIN, Energy, Mahalanobis, RejectClass, RejectSum, ScoreDetector, ObjectiveDetector):
+        fns += [cls.__dict__[n] for n in ("_score", "_attack_loss") if n in cls.__dict__]
+    for recipe in methods.RECIPES.values():
+        fns += [recipe.__dict__[n] for n in ("perturb", "outlier_loss", "loss") if n in recipe.__dict__]
+    return fns
+
+
+@pytest.mark.parametrize("fn", _step_loop_functions(), ids=lambda f: getattr(f, "__qualname__", str(f)))
 def test_no_host_device_sync_or_cuda_in_step_loops(fn):
-    src = inspect.getsource(fn)
-    for bad in (".item(", ".cpu(", ".tolist(", ".cuda(", "float(", "bool(", ".numpy("):
+    src = inspect.getsource(getattr(fn, "fget", fn))
+    for bad in (".item(", ".cpu(", ".tolist(", ".cuda(", ".numpy("):
         assert bad not in src, f"{fn.__qualname__} contains {bad}"
+    for builtin in ("float", "bool", "int"):  # float(tensor) etc. sync; x.float() (a cast) does not
+        assert not re.search(rf"(?<![\w.]){builtin}\(", src), f"{fn.__qualname__} calls {builtin}()"
 
 
 def test_apgd_checkpoints_schedule():
