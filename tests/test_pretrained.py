@@ -185,3 +185,26 @@ def test_robustbench_refuses_code_pickles(tmp_path):
     with pytest.raises(ValueError, match="weights-only"):
         load_robustbench_model("Ding2020MMA", tmp_path)
     assert not sentinel.exists()
+
+
+def test_atom_trains_a_robustbench_backbone(mma, tmp_path):
+    """ATOM on a RobustBench model with a reject head: backbone weights start from the
+    checkpoint, the trainer runs, the weights move and the checkpoint keeps the K+1 head."""
+    from torch.utils.data import TensorDataset
+
+    from atom_plugin.training import TrainConfig, Trainer, load_checkpoint
+
+    root, net = mma
+    model = load_robustbench_model("Ding2020MMA", root, num_reject=1)
+    g = torch.Generator().manual_seed(0)
+    ds = TensorDataset(0.4 * torch.rand(8, 3, 32, 32, generator=g), torch.arange(8) % 10)
+    aux = TensorDataset(0.6 + 0.4 * torch.rand(16, 3, 32, 32, generator=g), torch.full((16,), -1))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = TrainConfig(method="atom", epochs=1, batch_size=8, outlier_batch_size=8, pool_size=16, mined_size=8,
+                      steps=1, progress=False, score_batch_size=16)
+    Trainer(model, ds, aux, cfg, out_dir=tmp_path).fit()
+    assert head_spec(model) == (10, 1)
+    moved = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])]
+    assert any("fc" in k for k in moved) and any("conv" in k for k in moved)
+    ck = load_checkpoint(tmp_path / "last.pt")
+    assert ck["num_classes"] == 10 and ck["num_reject"] == 1 and ck["epoch"] == 1
