@@ -111,7 +111,8 @@ def _owned_batches(data: Any, name: str, batch_size: int, max_examples: int | No
         if not mine:
             return
         lo, hi = mine[0] * bs, min(n, (mine[-1] + 1) * bs)
-        loader = DataLoader(Subset(ds, range(lo, hi)), batch_size=bs, shuffle=False, **kw)
+        loader = DataLoader(Subset(ds, range(lo, hi)), batch_size=bs, shuffle=False,
+                            generator=torch.Generator().manual_seed(lo), **kw)  # global RNG untouched
         for i, batch in enumerate(loader):
             x, y = _split_batch(batch)
             yield mine[0] + i, x, y

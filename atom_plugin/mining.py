@@ -118,8 +118,11 @@ def score_dataset(model: nn.Module, dataset: Dataset, indices: torch.Tensor, sco
     out = torch.empty(len(indices), dtype=torch.float32)
     if len(indices) == 0:
         return out
+    # its own generator: iterating a DataLoader otherwise draws from the global RNG (and how
+    # much depended on a tqdm wrapper), which would make training depend on `progress`
     loader = DataLoader(Subset(dataset, indices.tolist()), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers, pin_memory=torch.device(device).type == "cuda")
+                        num_workers=num_workers, pin_memory=torch.device(device).type == "cuda",
+                        generator=torch.Generator().manual_seed(len(indices)))
     was_training = model.training
     model.eval()
     pos = 0

@@ -277,3 +277,19 @@ def test_train_cli_runs_and_resumes(tmp_path, capsys):
     assert main(args[:-2] + ["--out", str(tmp_path / "z"), "--epochs", "1", "-N", "999999", "-n", "10"]) == 2
     err = capsys.readouterr().err
     assert "lam" in err and "1 - n/N" in err and "fewer than `pool_size`" in err
+
+
+def test_progress_bars_do_not_change_the_result(capsys):
+    """tqdm around a DataLoader changed how much of the global RNG the loader consumed,
+    which the training PGD also draws from: same seed, same weights with or without bars."""
+    ds, aux = data()
+    weights = []
+    for progress in (False, True):
+        torch.manual_seed(0)
+        model = tiny()
+        Trainer(model, ds, aux, cfg("atom", epochs=2, progress=progress)).fit()
+        weights.append((_weights(model), torch.rand(1)))
+    (a, ra), (b, rb) = weights
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(ra, rb)  # and the global RNG is left in the same state
+    capsys.readouterr()

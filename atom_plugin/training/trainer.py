@@ -236,10 +236,13 @@ class Trainer:
         return save_checkpoint(state, path)
 
     # -- data ---------------------------------------------------------------------------
-    def _loader(self, dataset: Dataset, indices: torch.Tensor, batch_size: int) -> DataLoader:
+    def _loader(self, dataset: Dataset, indices: torch.Tensor, batch_size: int, generator: torch.Generator
+                ) -> DataLoader:
+        # its own generator: a DataLoader iterator otherwise draws its worker seed from the
+        # global RNG (and tqdm around it changed how much), which the training PGD also uses
         return DataLoader(dataset, batch_size=batch_size, sampler=indices.tolist(), shuffle=False,
                           num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda",
-                          drop_last=False)
+                          drop_last=False, generator=generator)
 
     def _id_indices(self, epoch: int) -> torch.Tensor:
         order = torch.randperm(len(self.train_set), generator=_seeded(self.cfg.seed, epoch, 1))
@@ -318,8 +321,9 @@ class Trainer:
             pool = torch.arange(len(self.aux_set))
         id_idx = self._id_indices(epoch)
         steps = int(math.ceil(len(id_idx) / cfg.batch_size))
-        id_loader = self._loader(self.train_set, id_idx, cfg.batch_size)
-        out_loader = self._loader(self.aux_set, self._outlier_indices(epoch, pool, steps), cfg.outlier_batch_size)
+        id_loader = self._loader(self.train_set, id_idx, cfg.batch_size, _seeded(cfg.seed, epoch, 3))
+        out_loader = self._loader(self.aux_set, self._outlier_indices(epoch, pool, steps), cfg.outlier_batch_size,
+                                  _seeded(cfg.seed, epoch, 4))
 
         sums: dict[str, torch.Tensor] = {}
         correct = torch.zeros((), device=self.device)
