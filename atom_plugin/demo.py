@@ -17,8 +17,8 @@ report folder.
 The settings are scaled down so the whole run fits in about five minutes on two CPU
 cores (see :data:`DEMO` and the README): a narrow CNN, few epochs, 64 outliers per step,
 a reduced evaluation attack (20 PGD steps of 1/255 instead of 40) and subset of
-corruptions (5 types x 3 severities), and 100 test images per OOD set.  ``quick=True`` (:data:`QUICK`) is a seconds-long smoke version for
-tests; its numbers mean nothing.
+corruptions (5 types x 3 severities), and 100 test images per OOD set.  ``quick=True``
+(:data:`QUICK`) is a seconds-long smoke version for tests; its numbers mean nothing.
 """
 from __future__ import annotations
 
