@@ -14,7 +14,7 @@ OOD tasks (natural, corruption, L∞, compositional) at the paper's radius ``eps
 (also the training radius), and the comparison table is printed and written with the
 report folder.
 
-The settings are scaled down so the whole run fits in about five minutes on two CPU
+The settings are scaled down so the whole run takes five to six minutes on two CPU
 cores (see :data:`DEMO` and the README): a narrow CNN, few epochs, 64 outliers per step,
 a reduced evaluation attack (20 PGD steps of 1/255 instead of 40) and subset of
 corruptions (5 types x 3 severities), and 100 test images per OOD set.  ``quick=True``
