@@ -23,7 +23,20 @@ import torch.nn as nn
 from ._validation import check_int
 from .models import Normalize, with_reject_head
 
-__all__ = ["create_timm_model", "load_robustbench_model", "read_state_dict", "robustbench_checkpoint_path"]
+__all__ = ["create_timm_model", "load_robustbench_model", "load_weights_only", "read_state_dict",
+           "robustbench_checkpoint_path"]
+
+
+def load_weights_only(path: str) -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)``; a file that carries code
+    or is not a torch file raises ``ValueError`` saying so (nothing is unpickled)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError for disallowed globals, RuntimeError for bad files
+        raise ValueError(
+            f"{path} could not be read as a weights-only checkpoint ({type(err).__name__}: {str(err)[:200]}). "
+            "Save plain state dicts (torch.save(model.state_dict(), path)) or .safetensors files."
+        ) from None
 
 
 def read_state_dict(path: str) -> dict:
@@ -44,13 +57,7 @@ def read_state_dict(path: str) -> dict:
             raise ImportError("reading .safetensors checkpoints needs `pip install safetensors`.") from None
         ckpt: Any = load_file(path, device="cpu")
     else:
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # UnpicklingError for disallowed globals, RuntimeError for bad files
-            raise ValueError(
-                f"{path} could not be read as a weights-only checkpoint ({type(err).__name__}: {str(err)[:200]}). "
-                "Save plain state dicts (torch.save(model.state_dict(), path)) or .safetensors files."
-            ) from None
+        ckpt = load_weights_only(path)
     if isinstance(ckpt, dict):
         for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
             if isinstance(ckpt.get(key), dict):

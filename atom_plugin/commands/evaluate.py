@@ -164,19 +164,16 @@ def _model_from_state(sd: dict, k: int | None, r: int | None, arch: str | None, 
 
 def load_model(args) -> tuple[Any, int]:
     """The model of the ``--checkpoint`` / ``--timm`` / ``--robustbench`` options and ``K``."""
-    import torch
-
     from ..models import head_spec
+    from ..pretrained import load_weights_only
 
     if args.checkpoint:
         if not os.path.isfile(args.checkpoint):
             raise FileNotFoundError(f"--checkpoint {args.checkpoint!r}: no such file.")
         try:
-            state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-        except Exception as err:  # pickled code (refused by weights_only), truncated or not a torch file
-            raise ValueError(f"--checkpoint {args.checkpoint!r} cannot be read as a weights-only torch checkpoint "
-                             f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-                             "save it with torch.save(model.state_dict()) or atom-ood train.") from None
+            state = load_weights_only(args.checkpoint)
+        except ValueError as err:
+            raise ValueError(f"--checkpoint: {err}") from None
         if not isinstance(state, dict):
             raise ValueError(f"--checkpoint {args.checkpoint!r}: expected a dict (state_dict or training checkpoint).")
         k, r, arch = args.num_classes, args.num_reject, args.arch
