@@ -16,6 +16,11 @@ from .ood_pgd import OODPGD
 __all__ = ["CompositionalAttack"]
 
 
+def _where(mask: torch.Tensor, new: tuple, old: tuple) -> tuple:
+    """Per image (``mask`` (B,)), the tensors of ``new`` where ``mask`` else those of ``old``."""
+    return tuple(torch.where(mask.view(-1, *([1] * (o.dim() - 1))), n, o) for n, o in zip(new, old))
+
+
 class CompositionalAttack(OODAttack):
     r"""Corrupt, then perturb: the L-inf attack's ``eps``-ball is centred on the corrupted
     image chosen by the corruption attack (clamped to [0, 1]).
@@ -97,7 +102,7 @@ class CompositionalAttack(OODAttack):
         clean_key = check_scores(ca._key(x), "detector scores of the clean images")
         keys, cands, idx = ca.top_candidates(x, self.top_k)
         ca._record(idx[:, 0], keys[:, 0], clean_key)
-        best_f = best_x = best_c = best_i = None
+        best = first = None  # (objective, result, centre, candidate index), per image
         for j in range(cands.shape[1]):
             center = cands[:, j].contiguous()
             adv = self.linf_attack(center)
@@ -111,25 +116,16 @@ class CompositionalAttack(OODAttack):
             if bool(worse.any()):
                 with torch.no_grad():
                     f = torch.where(worse, self.objective(center).detach() * self.sign, f)
-            if best_f is None:
-                best_f, best_x, best_c, best_i = f, adv, center, idx[:, j]
-                first = (f, adv, center, idx[:, j])  # scores <= keys[:, 0], the corruption attack's best
+            run = (f, adv, center, idx[:, j])
+            if best is None:
+                best = first = run  # first scores <= keys[:, 0], the corruption attack's best
             else:
-                better = f > best_f
-                m = better.view(-1, 1, 1, 1)
-                best_f = torch.where(better, f, best_f)
-                best_x = torch.where(m, adv, best_x)
-                best_c = torch.where(m, center, best_c)
-                best_i = torch.where(better, idx[:, j], best_i)
+                best = _where(f > best[0], run, best)
         if cands.shape[1] > 1:
             # the objective picked a later start whose result scores worse than the corruption
             # attack's best: keep the run from the best corruption instead
-            worse = ca._key(best_x) > keys[:, 0]
-            m = worse.view(-1, 1, 1, 1)
-            best_f = torch.where(worse, first[0], best_f)
-            best_x = torch.where(m, first[1], best_x)
-            best_c = torch.where(m, first[2], best_c)
-            best_i = torch.where(worse, first[3], best_i)
+            best = _where(ca._key(best[1]) > keys[:, 0], first, best)
+        best_f, best_x, best_c, best_i = best
         self.last_center = best_c.detach()
         self.last_winner_index = best_i.detach()
         self.last_winner = [ca.candidate_name(i) for i in best_i.tolist()]
