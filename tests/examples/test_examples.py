@@ -13,7 +13,7 @@ import torch
 
 import atom_plugin  # noqa: F401
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TASKS = ("natural", "corruption", "linf", "compositional")
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from atom_plugin import theory as th
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gaussian_theory.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "gaussian_theory.py"
 
 
 # ------------------------------------------------------------------ Proposition 1's separation
