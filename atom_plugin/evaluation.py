@@ -237,34 +237,20 @@ def _run_attack(atk: AttackFn | None, x: torch.Tensor, seed: int) -> torch.Tenso
 
 # ------------------------------------------------------------------ scoring
 class _Scorer:
-    """Score/classify batches without the public per-call validation (checked once)."""
+    """Score/classify batches through the bare methods (the batch was checked once)."""
 
     def __init__(self, detector) -> None:
         self.det = detector
         self.need_grad = bool(getattr(detector, "needs_input_grad", False))
-        score = getattr(detector, "_score", None)
-        self._score = score if callable(score) else detector.score
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.need_grad:
-            try:
-                with torch.no_grad():
-                    return self._score(x).detach()
-            except RuntimeError as err:  # e.g. ODIN-style input preprocessing needs autograd
-                if "grad" not in str(err):
-                    raise
-                self.need_grad = True
-        with torch.enable_grad():
-            return self._score(x).detach()
+        with torch.set_grad_enabled(self.need_grad):
+            return self.det._score(x).detach()
 
     def classify(self, x: torch.Tensor) -> torch.Tensor | None:
-        from .detectors._checked import CheckedDetector
-
         with torch.no_grad():
             try:
-                if isinstance(self.det, CheckedDetector) and type(self.det).classify is CheckedDetector.classify:
-                    return self.det.model(x)[:, : self.det.num_classes]
-                return self.det.classify(x)
+                return self.det._classify(x)
             except NotImplementedError:
                 return None
 

@@ -6,12 +6,14 @@ import torch.nn as nn
 
 from .._validation import check_float
 from ..objectives import energy
-from ._checked import CheckedDetector
+from .base import Detector
+from .registry import register_detector
 
 __all__ = ["Energy"]
 
 
-class Energy(CheckedDetector):
+@register_detector("energy", head="any")
+class Energy(Detector):
     """``score(x) = -T logsumexp(z[:, :K] / T)`` (higher = more OOD);
     ``attack_loss(x) = -score(x)`` (the attacker lowers the energy).
 

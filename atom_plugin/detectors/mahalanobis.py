@@ -45,13 +45,10 @@ import torch.nn.functional as F
 from .._validation import check_choice, check_float, check_images, check_int
 from ..features import FeatureTap
 from ..objectives import mahalanobis_logistic
-from ._checked import CheckedDetector
+from .base import Detector, NotFittedError
+from .registry import register_detector
 
 __all__ = ["Mahalanobis", "NotFittedError", "SaturationWarning"]
-
-
-class NotFittedError(ValueError, AttributeError):
-    """A detector that needs :meth:`fit` was used before it."""
 
 
 class SaturationWarning(UserWarning):
@@ -112,7 +109,8 @@ def _lr_kwargs() -> dict:
     return kw
 
 
-class Mahalanobis(CheckedDetector):
+@register_detector("mahalanobis", head="any")
+class Mahalanobis(Detector):
     """Mahalanobis-distance detector; call :meth:`fit` before scoring.
 
     Args:
@@ -136,7 +134,7 @@ class Mahalanobis(CheckedDetector):
     and loaded into a fresh ``Mahalanobis(model, layers)``; loading restores ``noise``.
     """
 
-    fitted = False
+    requires_fit = True
 
     def __init__(self, model: nn.Module, layers: Sequence[str] | None = None, noise: float = 0.0,
                  num_classes: int | None = None, rcond: float = 1e-6, ridge: float = 0.0,

@@ -5,12 +5,14 @@ import torch
 import torch.nn as nn
 
 from ..objectives import uniform_ce
-from ._checked import CheckedDetector
+from .base import Detector
+from .registry import register_detector
 
 __all__ = ["MSP"]
 
 
-class MSP(CheckedDetector):
+@register_detector("msp", head="any")
+class MSP(Detector):
     """``score(x) = -max_i softmax(z[:, :K])_i`` (in [-1, -1/K]; higher = more OOD).
 
     ``attack_loss(x) = uniform_ce(z, K)`` (paper eq. 115), the objective that also

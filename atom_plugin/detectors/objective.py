@@ -10,12 +10,12 @@ import torch.nn as nn
 from ..models import head_spec
 from ..objectives import _takes_num_classes, get_objective
 from .base import Detector
-from ._checked import CheckedDetector
+from .registry import register_detector
 
 __all__ = ["ObjectiveDetector", "as_detector"]
 
 
-class ObjectiveDetector(CheckedDetector):
+class ObjectiveDetector(Detector):
     """``attack_loss(x) = objective(model(x))`` and ``score(x) = -attack_loss(x)``.
 
     Args:
@@ -88,3 +88,9 @@ def as_detector(
     if r == 1:
         return RejectClass(model_or_detector, num_classes)
     return RejectSum(model_or_detector, num_classes)
+
+
+@register_detector("auto", head="any",
+                   help="by the model's head: K-way -> msp, K+1 -> reject, K+R -> sofl")
+def _auto(model: nn.Module, num_classes: int | None = None) -> Detector:
+    return as_detector(model, num_classes=num_classes)

@@ -43,7 +43,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .._validation import check_float
-from ._checked import CheckedDetector
+from .base import Detector
+from .registry import register_detector
 
 __all__ = ["ODIN", "excess_uniform_ce"]
 
@@ -57,7 +58,8 @@ def excess_uniform_ce(u: torch.Tensor) -> torch.Tensor:
     return torch.where(v.amax(dim=1) < 1.0, small, big)
 
 
-class ODIN(CheckedDetector):
+@register_detector("odin", head="any")
+class ODIN(Detector):
     """``score(x) = -max_i softmax(z(x~)[:, :K] / T)_i`` with ``x~`` the preprocessed input;
     ``attack_loss(x) = T^2 (uniform_ce(z(x~) / T, K) - log K)`` (paper eq. 115 through ODIN's
     temperature and preprocessing, rescaled for float32; see the module docstring).

@@ -6,12 +6,14 @@ import torch
 import torch.nn as nn
 
 from ..objectives import reject_nll, reject_sum_nll
-from ._checked import CheckedDetector
+from .base import Detector
+from .registry import register_detector
 
 __all__ = ["RejectClass", "RejectSum"]
 
 
-class RejectClass(CheckedDetector):
+@register_detector("reject", head="k+1")
+class RejectClass(Detector):
     """K+1 model: ``score(x) = softmax(z)[:, K]`` (the reject class, zero-based index K;
     the paper's ``F(x)_{K+1}``), ``attack_loss(x) = reject_nll(z, K) = -log softmax(z)[:, K]``
     (paper eq. 118).
@@ -41,7 +43,8 @@ class RejectClass(CheckedDetector):
         return reject_nll(self.model(x), self.num_classes)
 
 
-class RejectSum(CheckedDetector):
+@register_detector("sofl", head="k+r")
+class RejectSum(Detector):
     """K+R model (SOFL): ``score(x) = sum_{i>=K} softmax(z)_i`` (total reject probability),
     ``attack_loss(x) = reject_sum_nll(z, K)`` (paper eq. 117).
 

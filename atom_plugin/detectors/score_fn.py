@@ -6,14 +6,12 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from ..models import head_spec
 from .base import Detector
-from ._checked import CheckedDetector
 
 __all__ = ["ScoreDetector"]
 
 
-class ScoreDetector(CheckedDetector):
+class ScoreDetector(Detector):
     """Wrap ``score_fn: images (B, C, H, W) in [0, 1] -> (B,)`` (higher = more OOD).
 
     Args:
@@ -27,6 +25,8 @@ class ScoreDetector(CheckedDetector):
         model: the classifier, optional; needed only for :meth:`classify`.
         num_classes: ``K`` for :meth:`classify` (default from ``head_spec(model)``).
         attack_loss_fn: ``images -> (B,)`` the attacker maximizes; default ``-score_fn``.
+        needs_input_grad: ``score_fn`` itself differentiates w.r.t. its input (ODIN-style
+            preprocessing), so the evaluation must not call it under ``torch.no_grad``.
     """
 
     def __init__(
@@ -35,6 +35,7 @@ class ScoreDetector(CheckedDetector):
         model: nn.Module | None = None,
         num_classes: int | None = None,
         attack_loss_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        needs_input_grad: bool = False,
     ) -> None:
         if not callable(score_fn):
             raise TypeError(f"`score_fn` must be a callable images -> (B,), got {type(score_fn).__name__}.")
@@ -42,14 +43,14 @@ class ScoreDetector(CheckedDetector):
             raise TypeError(f"`attack_loss_fn` must be a callable images -> (B,), got {type(attack_loss_fn).__name__}.")
         if model is not None and not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be an nn.Module or None, got {type(model).__name__}.")
-        k, r = head_spec(model, num_classes) if model is not None else (num_classes, 0)
-        Detector.__init__(self, model, k)
-        self.num_reject = r
+        super().__init__(model, num_classes)
         self.score_fn = score_fn  # an nn.Module score_fn becomes a submodule
         self.attack_loss_fn = attack_loss_fn
+        self.needs_input_grad = bool(needs_input_grad)
 
     @staticmethod
     def _check_out(out, x: torch.Tensor, name: str) -> torch.Tensor:
+        # shape only (no NaN check, which would sync): this runs inside attack loops too
         if not isinstance(out, torch.Tensor) or out.shape != (x.shape[0],):
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"`{name}` must return one score per image, shape ({x.shape[0]},), got {shape}.")
@@ -63,7 +64,3 @@ class ScoreDetector(CheckedDetector):
             return -self._score(x)
         return self._check_out(self.attack_loss_fn(x), x, "attack_loss_fn")
 
-    def classify(self, x: torch.Tensor) -> torch.Tensor:
-        if self.model is None:
-            raise NotImplementedError("ScoreDetector has no classifier; pass `model` to use classify().")
-        return super().classify(x)
