@@ -5,6 +5,7 @@ optional.  ``target="ood"`` makes OOD inputs look in-distribution, ``target="in"
 reverse.  See :mod:`atom_plugin.attacks.base`.
 """
 from .base import DetectorDecision, OODAttack
+from .registry import ATTACKS, attack_info, create_attack, list_attacks, register_attack
 from .ood_pgd import OODPGD
 from .ood_fgsm import OODFGSM
 from .ood_apgd import OODAPGD

@@ -10,6 +10,7 @@ import torch.nn as nn
 from ..corruptions import CORRUPTIONS
 from .._validation import check_int, check_scores
 from .base import OODAttack
+from .registry import register_attack
 from .corruption import CorruptionAttack
 from .ood_pgd import OODPGD
 
@@ -21,6 +22,7 @@ def _where(mask: torch.Tensor, new: tuple, old: tuple) -> tuple:
     return tuple(torch.where(mask.view(-1, *([1] * (o.dim() - 1))), n, o) for n, o in zip(new, old))
 
 
+@register_attack("compositional", threat="compositional", gradient=True)
 class CompositionalAttack(OODAttack):
     r"""Corrupt, then perturb: the L-inf attack's ``eps``-ball is centred on the corrupted
     image chosen by the corruption attack (clamped to [0, 1]).

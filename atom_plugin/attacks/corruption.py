@@ -11,10 +11,12 @@ from ..corruptions._common import make_generator, seed_to_int
 from ..corruptions.registry import check_corruption, check_severity, check_size
 from .._validation import check_choice, check_int, check_scores
 from .base import OODAttack
+from .registry import register_attack
 
 __all__ = ["CorruptionAttack"]
 
 
+@register_attack("corruption", threat="corruption", gradient=False)
 class CorruptionAttack(OODAttack):
     r"""For every image, try every corruption x severity and keep the most in-distribution.
 

@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from .._validation import check_float
 from .base import OODAttack
+from .registry import register_attack
 
 __all__ = ["OODAPGD", "apgd_checkpoints"]
 
@@ -28,6 +29,7 @@ def apgd_checkpoints(steps: int) -> list[int]:
     return out
 
 
+@register_attack("apgd", threat="linf", gradient=True)
 class OODAPGD(OODAttack):
     r"""Auto-PGD (Croce & Hein, ICML 2020) on a detector's per-sample attack objective, L-inf.
 

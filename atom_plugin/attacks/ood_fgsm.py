@@ -7,10 +7,12 @@ import torch
 import torch.nn as nn
 
 from .base import OODAttack
+from .registry import register_attack
 
 __all__ = ["OODFGSM"]
 
 
+@register_attack("fgsm", threat="linf", gradient=True)
 class OODFGSM(OODAttack):
     r"""Fast gradient sign method on a detector's attack objective (Goodfellow et al. 2015):
     ``x' = clip_[0,1](x + eps * sign(grad_x (sign * attack_loss)(x)))``.

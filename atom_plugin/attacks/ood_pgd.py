@@ -7,10 +7,12 @@ import torch
 import torch.nn as nn
 
 from .base import OODAttack
+from .registry import register_attack
 
 __all__ = ["OODPGD"]
 
 
+@register_attack("pgd", threat="linf", gradient=True)
 class OODPGD(OODAttack):
     r"""Projected gradient ascent in the L-inf ball on a detector's attack objective
     (ATOM paper, Appendix B.4; Madry et al. 2018).
