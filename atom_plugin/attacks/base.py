@@ -34,6 +34,7 @@ from torchattacks.attack import Attack as _TAAttack
 
 from .._validation import check_choice, check_float, check_images, check_int, check_scores
 from ..detectors.base import Detector
+from .steps import linf_project, linf_random_start
 
 __all__ = ["OODAttack", "DetectorDecision"]
 
@@ -266,12 +267,11 @@ class OODAttack(_TAAttack):
         return g
 
     def _random_start(self, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
-        u = torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype)
-        return (x + (2.0 * u - 1.0) * self.eps).clamp_(0.0, 1.0)
+        return linf_random_start(x, self.eps, gen)
 
     def _project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Projection onto the L-inf ``eps``-ball around ``x`` intersected with [0, 1]."""
-        return torch.min(torch.max(x_adv, x - self.eps), x + self.eps).clamp_(0.0, 1.0)
+        return linf_project(x_adv, x, self.eps)
 
     def _round(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Round to multiples of 1/255 inside the eps-ball and [0, 1].  A pixel whose ball

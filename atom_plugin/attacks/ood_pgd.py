@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from .base import OODAttack
 from .registry import register_attack
+from .steps import linf_sign_step
 
 __all__ = ["OODPGD"]
 
@@ -88,6 +89,6 @@ class OODPGD(OODAttack):
                 else:
                     f, g = self._value_and_grad(x_adv)
                 best_f, best_x = self._keep_best(f, x_adv, best_f, best_x)
-                x_adv = self._project(x_adv + self.alpha * g.sign(), x)
+                x_adv = linf_sign_step(x_adv, g, x, self.alpha, self.eps)
             best_f, best_x = self._keep_best(self._value(x_adv), x_adv, best_f, best_x)
         return self._finish(x, best_x, best_f, clean_f)

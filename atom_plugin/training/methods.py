@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..attacks.steps import linf_random_start, linf_sign_step
 from ..objectives import neg_energy, reject_nll, reject_sum_nll, uniform_ce
 from .config import TrainConfig
 
@@ -59,14 +60,13 @@ def pgd_maximize(model: nn.Module, x: torch.Tensor, objective: Callable[[torch.T
         return x.clone()
     adv = x.clone()
     if random_start:
-        adv = (adv + torch.empty_like(adv).uniform_(-eps, eps)).clamp_(0, 1)
+        adv = linf_random_start(x, eps)
     for _ in range(steps):
         adv.requires_grad_(True)
         obj = objective(model(adv)).sum()
         (grad,) = torch.autograd.grad(obj, adv)
         with torch.no_grad():
-            adv = adv + alpha * grad.sign()
-            adv = torch.min(torch.max(adv, x - eps), x + eps).clamp_(0, 1)
+            adv = linf_sign_step(adv, grad, x, alpha, eps)
     return adv.detach()
 
 
