@@ -24,7 +24,7 @@ from ._validation import check_int
 from .models import Normalize, with_reject_head
 
 __all__ = ["create_timm_model", "load_robustbench_model", "load_weights_only", "read_state_dict",
-           "robustbench_checkpoint_path"]
+           "robustbench_checkpoint_path", "load_checkpoint_model"]
 
 
 def load_weights_only(path: str) -> Any:
@@ -274,3 +274,78 @@ def load_robustbench_model(name: str, model_dir: str = "./models", dataset: str 
     if num_reject > 0:
         model = with_reject_head(model, num_classes, num_reject)
     return model.eval()
+
+
+# ------------------------------------------------------------------ own checkpoints
+def _strip_prefix(sd: dict, prefix: str) -> dict:
+    if sd and all(k.startswith(prefix) for k in sd):
+        return {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
+
+
+def _model_from_state(sd: dict, k: int | None, r: int | None, arch: str | None):
+    """Rebuild a model from a state dict: Normalize(SmallCNN) inferred, or a timm arch."""
+    from .models import SmallCNN
+
+    sd = _strip_prefix(_strip_prefix(sd, "module."), "_orig_mod.")
+    has_norm = "mean" in sd and "std" in sd
+    inner = {kk[len("model."):]: v for kk, v in sd.items() if kk.startswith("model.")} if has_norm else sd
+    if arch in (None, "smallcnn"):
+        if "features.0.weight" not in inner or "fc.weight" not in inner:
+            raise ValueError(
+                "the weights are not a SmallCNN's (no features.0.weight / fc.weight); pass `arch` (--arch) "
+                "with the timm architecture name, or load them with create_timm_model (--timm NAME --weights FILE)."
+            )
+        w = inner["features.0.weight"]
+        total = inner["fc.weight"].shape[0]
+        model: nn.Module = SmallCNN(total, in_chans=w.shape[1], width=w.shape[0])
+    else:
+        import timm
+
+        if not timm.is_model(arch):
+            raise ValueError(f"`arch` (--arch) {arch!r} is neither 'smallcnn' nor a timm model name.")
+        if k is None or r is None:
+            raise ValueError(f"with arch {arch!r} pass num_classes K and num_reject R (--num-classes/--num-reject; R=0 for K-way).")
+        total = k + r
+        model = timm.create_model(arch, pretrained=False, num_classes=total)
+    if has_norm:
+        c = sd["mean"].numel()
+        model = Normalize(model, [0.0] * c, [1.0] * c)
+    missing, unexpected = model.load_state_dict(sd if has_norm else inner, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"the weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}.")
+    if k is None:
+        if r is None:
+            raise ValueError("the checkpoint does not say K; pass num_classes K (--num-classes) and num_reject R.")
+        k = total - r
+    r = total - k if r is None else r
+    if k + r != total or k < 1 or r < 0:
+        raise ValueError(f"num_classes {k} / num_reject {r} do not match the model's {total} outputs.")
+    model.ood_num_classes, model.ood_num_reject = k, r
+    return model.eval(), k
+
+
+def load_checkpoint_model(path: str, num_classes: int | None = None, num_reject: int | None = None,
+                          arch: str | None = None) -> tuple[nn.Module, int]:
+    """Rebuild the model of a checkpoint written by ``atom-ood train`` (or a bare state dict of
+    a :class:`~atom_plugin.models.SmallCNN`, or of a timm ``arch``), weights-only.
+
+    Returns ``(model in eval mode, K)``; ``model.ood_num_classes`` / ``ood_num_reject`` are set.
+    ``num_classes`` / ``num_reject`` / ``arch`` fill in what the checkpoint does not record.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path!r}: no such checkpoint file.")
+    state = load_weights_only(path)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path!r}: expected a dict (state_dict or training checkpoint).")
+    k, r = num_classes, num_reject
+    if isinstance(state.get("model"), dict):  # atom_plugin.training checkpoint
+        k = state.get("num_classes", k) if k is None else k
+        r = state.get("num_reject", r) if r is None else r
+        spec = state.get("arch") or (state.get("config") or {}).get("arch")
+        if arch is None and isinstance(spec, str):
+            arch = spec
+        sd = state["model"]
+    else:
+        sd = state.get("state_dict", state)
+    return _model_from_state(sd, k, r, arch)

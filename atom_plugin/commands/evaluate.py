@@ -112,81 +112,20 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
 
 
-def _strip_prefix(sd: dict, prefix: str) -> dict:
-    if sd and all(k.startswith(prefix) for k in sd):
-        return {k[len(prefix):]: v for k, v in sd.items()}
-    return sd
-
-
-def _model_from_state(sd: dict, k: int | None, r: int | None, arch: str | None, option: str):
-    """Rebuild a model from a state dict: Normalize(SmallCNN) inferred, or a timm arch."""
-    import torch.nn as nn
-
-    from ..models import Normalize, SmallCNN
-
-    sd = _strip_prefix(_strip_prefix(sd, "module."), "_orig_mod.")
-    has_norm = "mean" in sd and "std" in sd
-    inner = {kk[len("model."):]: v for kk, v in sd.items() if kk.startswith("model.")} if has_norm else sd
-    if arch in (None, "smallcnn"):
-        if "features.0.weight" not in inner or "fc.weight" not in inner:
-            raise ValueError(
-                f"{option}: the weights are not a SmallCNN's (no features.0.weight / fc.weight); pass --arch "
-                "with the timm architecture name, or use --timm NAME --weights FILE."
-            )
-        w = inner["features.0.weight"]
-        total = inner["fc.weight"].shape[0]
-        model: nn.Module = SmallCNN(total, in_chans=w.shape[1], width=w.shape[0])
-    else:
-        import timm
-
-        if not timm.is_model(arch):
-            raise ValueError(f"--arch {arch!r} is neither 'smallcnn' nor a timm model name.")
-        if k is None or r is None:
-            raise ValueError(f"{option}: with --arch {arch} pass --num-classes K and --num-reject R (R=0 for K-way).")
-        total = k + r
-        model = timm.create_model(arch, pretrained=False, num_classes=total)
-    if has_norm:
-        c = sd["mean"].numel()
-        model = Normalize(model, [0.0] * c, [1.0] * c)
-    missing, unexpected = model.load_state_dict(sd if has_norm else inner, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{option}: weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}.")
-    if k is None:
-        if r is None:
-            raise ValueError(f"{option}: the checkpoint does not say K; pass --num-classes K (and --num-reject R).")
-        k = total - r
-    r = total - k if r is None else r
-    if k + r != total or k < 1 or r < 0:
-        raise ValueError(f"--num-classes {k} / --num-reject {r} do not match the model's {total} outputs.")
-    model.ood_num_classes, model.ood_num_reject = k, r
-    return model.eval(), k
-
-
 def load_model(args) -> tuple[Any, int]:
     """The model of the ``--checkpoint`` / ``--timm`` / ``--robustbench`` options and ``K``."""
     from ..models import head_spec
-    from ..pretrained import load_weights_only
 
     if args.checkpoint:
-        if not os.path.isfile(args.checkpoint):
-            raise FileNotFoundError(f"--checkpoint {args.checkpoint!r}: no such file.")
+        from ..pretrained import load_checkpoint_model
+
         try:
-            state = load_weights_only(args.checkpoint)
+            return load_checkpoint_model(args.checkpoint, num_classes=args.num_classes, num_reject=args.num_reject,
+                                         arch=args.arch)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"--checkpoint: {err}") from None
         except ValueError as err:
             raise ValueError(f"--checkpoint: {err}") from None
-        if not isinstance(state, dict):
-            raise ValueError(f"--checkpoint {args.checkpoint!r}: expected a dict (state_dict or training checkpoint).")
-        k, r, arch = args.num_classes, args.num_reject, args.arch
-        if isinstance(state.get("model"), dict):  # atom_plugin.training checkpoint
-            k = state.get("num_classes", k) if k is None else k
-            r = state.get("num_reject", r) if r is None else r
-            spec = state.get("arch") or (state.get("config") or {}).get("arch")
-            if arch is None and isinstance(spec, str):
-                arch = spec
-            sd = state["model"]
-        else:
-            sd = state.get("state_dict", state)
-        return _model_from_state(sd, k, r, arch, "--checkpoint")
     if args.timm:
         from ..pretrained import create_timm_model
 
