@@ -3,8 +3,22 @@ import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).parent
+HOOK_PTH = "atom_plugin_import_hook.pth"
+
+
+class build_py_with_pth(build_py):
+    """Also put the import-order hook's .pth at the wheel root (site-packages); see atom_plugin/_compat.py."""
+
+    def run(self):
+        super().run()
+        self.copy_file(str(HERE / HOOK_PTH), str(Path(self.build_lib) / HOOK_PTH))
+
+    def get_outputs(self, include_bytecode=True):
+        return super().get_outputs(include_bytecode) + [str(Path(self.build_lib) / HOOK_PTH)]
+
 VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "atom_plugin" / "__init__.py").read_text(), re.M).group(1)
 
 setup(
@@ -16,6 +30,8 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["atom_plugin", "atom_plugin.*"]),
+    py_modules=["_atom_plugin_import_hook"],  # torchvision import-order fix, loaded by HOOK_PTH
+    cmdclass={"build_py": build_py_with_pth},
     include_package_data=True,
     install_requires=[
         "torch>=2.1",
