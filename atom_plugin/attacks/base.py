@@ -21,6 +21,22 @@ correctly?" when given labels ``0`` for OOD inputs and ``1`` for ID inputs.  The
 before such code runs; it is shared by all attacks built on the same detector object.
 Our attacks themselves never need labels or a threshold (``labels=None`` works).
 The detector itself is ``attack.detector``.
+
+Threshold-aware attacks and early stopping
+------------------------------------------
+Every OOD attack takes ``threshold=`` (an OOD-score threshold, e.g. the score at 95% TPR
+on natural ID data) and ``early_stop=``.  With a threshold, an image *succeeds* when the
+detector accepts it (``score <= threshold``; for ``target="in"``: rejects it, ``score >
+threshold``), and the per-image best-of prefers a successful point to an unsuccessful one
+(then the higher objective), so the FPR at the threshold is computed on the best point.
+With ``early_stop=True`` an image that has succeeded is dropped from the batch: it takes no
+more steps (the FPR is the same, the cost lower; AUROC/AUPR are then no longer worst-case).
+Random draws are seeded **per image** (from ``seed`` and the image's index within the
+call), so an image's trajectory does not depend on which other images are still active.
+
+Cost accounting: after each call ``last_cost`` is ``{"forwards": n, "backwards": m}``
+counted in images (a batch of 8 through the detector counts 8), and ``last_success``
+``(B,)`` bool is set when a threshold is given.
 """
 from __future__ import annotations
 
@@ -36,9 +52,68 @@ from .._validation import check_choice, check_float, check_images, check_int, ch
 from ..detectors.base import Detector
 from .steps import linf_project, linf_random_start
 
-__all__ = ["OODAttack", "DetectorDecision"]
+__all__ = ["OODAttack", "DetectorDecision", "image_seed"]
 
 _DECISION_ATTR = "_atom_plugin_decision"
+_MASK64 = (1 << 64) - 1
+
+
+def image_seed(seed: int, index: int, stream: int = 0) -> int:
+    """A 63-bit seed for image ``index`` of a call and random ``stream`` (e.g. the restart),
+    derived from the attack's ``seed`` by SplitMix64 mixing (independent of the batch)."""
+    z = (seed * 0x9E3779B97F4A7C15 + (index + 1) * 0xBF58476D1CE4E5B9 + (stream + 1) * 0x94D049BB133111EB) & _MASK64
+    for mul in (0xBF58476D1CE4E5B9, 0x94D049BB133111EB):
+        z = ((z ^ (z >> 31)) * mul) & _MASK64
+    return (z ^ (z >> 29)) & ((1 << 63) - 1)
+
+
+def _score_from_loss(detector: Detector) -> Callable | None:
+    """A map ``attack_loss -> score`` when the detector's score is an exact function of its
+    attack objective (so acceptance needs no second forward), else ``None``.  A detector
+    may declare one as ``_score_from_attack_loss``."""
+    fn = getattr(detector, "_score_from_attack_loss", None)
+    if callable(fn):
+        return fn
+    t = type(detector)
+    if t._attack_loss is Detector._attack_loss and t.attack_loss is Detector.attack_loss:
+        return torch.neg  # the default objective is -score
+    from ..detectors.reject import RejectClass, RejectSum
+
+    if t in (RejectClass, RejectSum):  # score = exp(-reject nll), computed the same way
+        return lambda f: torch.exp(-f)
+    return None
+
+
+class _BestOf:
+    """Per-image best point of a call: the highest signed objective, or with a threshold the
+    key ``(success, objective)``; updates on the full batch or on the rows ``idx``."""
+
+    def __init__(self, f: torch.Tensor, x: torch.Tensor, succ: torch.Tensor | None) -> None:
+        self.f, self.x, self.succ = f.clone(), x.clone(), None if succ is None else succ.clone()
+
+    @staticmethod
+    def better(f, succ, cur_f, cur_succ):
+        if succ is None:
+            return f > cur_f
+        return (succ & ~cur_succ) | ((succ == cur_succ) & (f > cur_f))
+
+    def update(self, f: torch.Tensor, x: torch.Tensor, succ: torch.Tensor | None,
+               idx: torch.Tensor | None = None) -> None:
+        view = (-1,) + (1,) * (x.dim() - 1)
+        if idx is None:
+            b = self.better(f, succ, self.f, self.succ)
+            self.f = torch.where(b, f, self.f)
+            self.x = torch.where(b.view(view), x, self.x)
+            if succ is not None:
+                self.succ = self.succ | succ
+            return
+        cur_f = self.f[idx]
+        cur_s = None if succ is None else self.succ[idx]
+        b = self.better(f, succ, cur_f, cur_s)
+        self.f[idx] = torch.where(b, f, cur_f)
+        self.x[idx] = torch.where(b.view(view), x, self.x[idx])
+        if succ is not None:
+            self.succ[idx] = cur_s | succ
 
 
 class DetectorDecision(nn.Module):
@@ -133,6 +208,9 @@ class OODAttack(_TAAttack):
         eps, alpha, steps, random_start, restarts, round_to_255: the L-inf threat model of
             gradient attacks (validated here; ``None`` for attacks without that parameter):
             ``eps >= 0``, ``alpha > 0``, ``steps >= 1``, ``restarts >= 1``.
+        threshold: OOD-score threshold (finite float) or ``None``: with it, an image succeeds
+            at ``score <= threshold`` (``target="in"``: ``>``) and success wins the best-of.
+        early_stop: drop images that have succeeded (needs ``threshold``).
 
     After each call, ``last_objective`` ``(B,)`` holds ``detector.attack_loss`` at the
     returned images and ``last_clean_objective`` ``(B,)`` at the inputs (both detached,
@@ -160,6 +238,8 @@ class OODAttack(_TAAttack):
         random_start: bool = False,
         restarts: int = 1,
         round_to_255: bool = False,
+        threshold: float | None = None,
+        early_stop: bool = False,
     ) -> None:
         decision = _resolve_detector(model, objective, num_classes)
         if next(decision.parameters(), None) is None:  # torchattacks prints when it finds no device
@@ -182,9 +262,19 @@ class OODAttack(_TAAttack):
                              "start; set random_start=True or restarts=1.")
         self.random_start = random_start
         self.round_to_255 = round_to_255
+        self.threshold = None if threshold is None else check_float(threshold, "threshold")
+        if not isinstance(early_stop, bool):
+            raise TypeError(f"`early_stop` must be a bool, got {type(early_stop).__name__}.")
+        if early_stop and self.threshold is None:
+            raise ValueError("`early_stop=True` needs `threshold=` (the OOD-score threshold, e.g. the score at "
+                             "95% TPR on in-distribution data): an image stops once it is accepted at it.")
+        self.early_stop = early_stop
         self.supported_mode = ["default"]
         self._last_objective: torch.Tensor | None = None
         self._last_clean_objective: torch.Tensor | None = None
+        self._last_success: torch.Tensor | None = None
+        self._cost = {"forwards": 0, "backwards": 0}
+        self._last_cost: dict | None = None
 
     # -- the detector and its decision threshold --------------------------------------
     @property
@@ -201,6 +291,17 @@ class OODAttack(_TAAttack):
     def last_clean_objective(self) -> torch.Tensor | None:
         """``detector.attack_loss`` ``(B,)`` at the inputs of the last call (detached)."""
         return self._last_clean_objective
+
+    @property
+    def last_success(self) -> torch.Tensor | None:
+        """``(B,)`` bool: the returned image succeeds at ``threshold`` (``None`` without one)."""
+        return self._last_success
+
+    @property
+    def last_cost(self) -> dict | None:
+        """``{"forwards": n, "backwards": m}`` of the last call, in images (a forward of a batch of
+        8 counts 8); score-only attacks add ``"queries"``."""
+        return None if self._last_cost is None else dict(self._last_cost)
 
     @property
     def sign(self) -> float:
@@ -247,6 +348,59 @@ class OODAttack(_TAAttack):
     def _value(self, x: torch.Tensor) -> torch.Tensor:
         return self._signed_objective(x).detach()
 
+    # -- threshold, success and cost ----------------------------------------------------
+    def _raw_score(self, x: torch.Tensor) -> torch.Tensor:
+        """``detector._score`` at images ``x`` (no autograd graph kept)."""
+        if self._normalization_applied is False:
+            x = self.normalize(x)
+        if getattr(self.detector, "needs_input_grad", False):
+            with torch.enable_grad():
+                return self.detector._score(x.detach()).detach()
+        with torch.no_grad():
+            return self.detector._score(x).detach()
+
+    def _success_of_score(self, s: torch.Tensor) -> torch.Tensor:
+        return s <= self.threshold if self.target == "ood" else s > self.threshold
+
+    def _success(self, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor | None:
+        """Per-image success at ``threshold`` of images ``x`` whose signed objective is ``f``
+        (``None`` without a threshold); one extra forward unless the detector's score is a
+        known function of its objective."""
+        if self.threshold is None:
+            return None
+        to_score = _score_from_loss(self.detector)
+        if to_score is not None and self._normalization_applied is not False:
+            s = to_score(f * self.sign)
+        else:
+            s = self._raw_score(x)
+            self._cost["forwards"] += x.shape[0]
+        return self._success_of_score(s)
+
+    def _eval(self, x: torch.Tensor, with_grad: bool):
+        """Signed objective, gradient (or ``None``) and success (or ``None``) at ``x``; counted."""
+        self._cost["forwards"] += x.shape[0]
+        if with_grad:
+            self._cost["backwards"] += x.shape[0]
+            f, g = self._value_and_grad(x)
+        else:
+            f, g = self._value(x), None
+        return f, g, self._success(x, f)
+
+    def _reset_cost(self) -> None:
+        self._cost = {"forwards": 0, "backwards": 0}
+
+    def _store_cost(self, **extra) -> None:
+        self._last_cost = dict(self._cost, **extra)
+
+    @staticmethod
+    def _compact(active: list, idx: torch.Tensor, keep: torch.Tensor, *state):
+        """Early stopping: keep the rows ``keep`` (bool (n,)) of the active image list (host),
+        their indices ``idx`` and every per-image tensor of ``state`` (one host sync)."""
+        keep_list = keep.tolist()
+        active = [i for i, k in zip(active, keep_list) if k]
+        sel = torch.nonzero(keep, as_tuple=True)[0]
+        return (active, idx[sel]) + tuple(None if t is None else t[sel] for t in state)
+
     def _clean_objective(self, x: torch.Tensor, with_grad: bool = False):
         """Signed objective ``(B,)`` at the clean images, validated once (shape, NaN); with
         ``with_grad`` also its gradient w.r.t. ``x`` (and the objective must be differentiable)."""
@@ -268,6 +422,27 @@ class OODAttack(_TAAttack):
 
     def _random_start(self, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
         return linf_random_start(x, self.eps, gen)
+
+    def _image_uniform(self, x: torch.Tensor, active: list, stream: int, shape=None) -> torch.Tensor:
+        """``U[0, 1)`` draws of shape ``(len(active), *shape)`` (default: an image's shape), row
+        ``j`` from a generator seeded by :func:`image_seed` ``(seed, active[j], stream)``: an
+        image's draws do not depend on the other images of the batch.  Without a seed, one
+        draw from torch's global RNG."""
+        shape = tuple(x.shape[1:]) if shape is None else tuple(shape)
+        if self.seed is None:
+            return torch.rand((len(active),) + shape, device=x.device, dtype=x.dtype)
+        rows = []
+        g = torch.Generator(device=x.device)
+        for i in active:
+            g.manual_seed(image_seed(self.seed, i, stream))
+            rows.append(torch.rand(shape, generator=g, device=x.device, dtype=x.dtype))
+        return torch.stack(rows) if rows else torch.empty((0,) + shape, device=x.device, dtype=x.dtype)
+
+    def _random_start_images(self, x: torch.Tensor, active: list, stream: int) -> torch.Tensor:
+        """Uniform random start in the ball of each image of ``x`` (rows = ``active`` images),
+        seeded per image."""
+        u = self._image_uniform(x, active, stream)
+        return (x + (2.0 * u - 1.0) * self.eps).clamp_(0.0, 1.0)
 
     def _project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Projection onto the L-inf ``eps``-ball around ``x`` intersected with [0, 1]."""
@@ -296,10 +471,24 @@ class OODAttack(_TAAttack):
         if self.round_to_255 and self.eps is not None:
             rx = self._round(best_x, x)
             rf = self._value(rx)
+            self._cost["forwards"] += x.shape[0]
             best_f, best_x = self._keep_best(rf, rx, clean_f, x.clone())
         self._last_objective = (best_f * self.sign).detach()
         self._last_clean_objective = (clean_f * self.sign).detach()
         return best_x.detach()
+
+    def _finish_best(self, x: torch.Tensor, best: _BestOf, clean_f: torch.Tensor) -> torch.Tensor:
+        """:meth:`_finish` for a :class:`_BestOf`; records ``last_success`` and ``last_cost``."""
+        out = self._finish(x, best.x, best.f, clean_f)
+        if self.threshold is not None:
+            if self.round_to_255 and self.eps is not None:  # rounding may change the decision
+                self._last_success = self._success_of_score(self._raw_score(out))
+            else:
+                self._last_success = best.succ.clone()
+        else:
+            self._last_success = None
+        self._store_cost()
+        return out
 
     # -- entry ------------------------------------------------------------------------
     def _prepare(self, images: Any) -> torch.Tensor:

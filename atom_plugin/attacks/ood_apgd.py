@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from .._validation import check_float
-from .base import OODAttack
+from .base import OODAttack, _BestOf
 from .registry import register_attack
 
 __all__ = ["OODAPGD", "apgd_checkpoints"]
@@ -53,6 +53,8 @@ class OODAPGD(OODAttack):
         random_start: start uniformly in the ball (default True); else at the input.
         rho: checkpoint success fraction (0.75 in the paper).
         momentum: weight ``alpha`` of the new step, ``1 - alpha`` of the previous one (0.75).
+        threshold, early_stop: see :class:`~atom_plugin.attacks.base.OODAttack` (random starts
+            are drawn per image, so early stopping does not change the FPR).
 
     Shape:
         images ``(B, C, H, W)`` in [0, 1] -> ``(B, C, H, W)``; labels ignored (may be None).
@@ -72,17 +74,23 @@ class OODAPGD(OODAttack):
         seed: int | None = None,
         rho: float = 0.75,
         momentum: float = 0.75,
+        threshold: float | None = None,
+        early_stop: bool = False,
     ) -> None:
         super().__init__(
             "OODAPGD", model, objective, num_classes, target=target, seed=seed, eps=eps, steps=steps,
-            random_start=random_start, restarts=restarts, round_to_255=round_to_255,
+            random_start=random_start, restarts=restarts, round_to_255=round_to_255, threshold=threshold,
+            early_stop=early_stop,
         )
         self.rho = check_float(rho, "rho", low=0.0, high=1.0)
         self.momentum = check_float(momentum, "momentum", low=0.0, high=1.0, low_open=True)
 
-    def _run(self, x: torch.Tensor, x0: torch.Tensor, f0: torch.Tensor, g0: torch.Tensor):
-        """One APGD run from ``x0`` (signed objective ``f0`` and gradient ``g0`` given);
-        returns the run's best signed objective and point."""
+    def _run(self, x: torch.Tensor, x0: torch.Tensor, f0: torch.Tensor, g0: torch.Tensor, best: _BestOf,
+             active: list, idx: torch.Tensor | None):
+        """One APGD run from ``x0`` (signed objective ``f0`` and gradient ``g0`` given) on the
+        images ``x`` (rows = ``active`` images, ``idx`` their indices or ``None`` for the whole
+        batch); every evaluated point updates ``best``.  Returns the (possibly compacted)
+        ``active, idx`` after early stopping."""
         view = (-1,) + (1,) * (x.dim() - 1)
         eta = torch.full((x.shape[0],) + (1,) * (x.dim() - 1), 2.0 * self.eps, device=x.device, dtype=x.dtype)
         x_cur, f_cur, g = x0, f0, g0
@@ -101,10 +109,10 @@ class OODAPGD(OODAttack):
                 a = self.momentum
                 x_new = self._project(x_cur + a * (z - x_cur) + (1.0 - a) * (x_cur - x_prev), x)
             last = k == self.steps - 1
+            f_new, g_new, succ = self._eval(x_new, with_grad=not last)
             if last:
-                f_new, g_new = self._value(x_new), g
-            else:
-                f_new, g_new = self._value_and_grad(x_new)
+                g_new = g
+            best.update(f_new, x_new, succ, idx)
             n_inc = n_inc + (f_new > f_cur).to(n_inc.dtype)
             better = f_new > best_f
             best_f = torch.where(better, f_new, best_f)
@@ -124,22 +132,46 @@ class OODAPGD(OODAttack):
                 reduced_at_check, best_at_check = reduce, best_f.clone()
                 n_inc = torch.zeros_like(n_inc)
                 since = 0
-        return best_f, best_x
+            if self.early_stop and not last:
+                (active, idx, x, eta, x_cur, f_cur, g, x_prev, best_f, best_x, best_g, n_inc, best_at_check,
+                 reduced_at_check) = self._compact(active, idx, ~succ, x, eta, x_cur, f_cur, g, x_prev, best_f,
+                                                   best_x, best_g, n_inc, best_at_check, reduced_at_check)
+                if not active:
+                    break
+        return active, idx
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         x = self._prepare(images)
+        self._reset_cost()
+        B = x.shape[0]
         if self.random_start:
             clean_f, clean_g = self._clean_objective(x), None
         else:  # the first iterate is the clean point: reuse its gradient
             clean_f, clean_g = self._clean_objective(x, with_grad=True)
-        best_f, best_x = clean_f, x.clone()
-        gen = self._generator(x)
-        for _ in range(self.restarts):
+        self._cost["forwards"] += B
+        self._cost["backwards"] += 0 if self.random_start else B
+        clean_s = self._success(x, clean_f)
+        best = _BestOf(clean_f, x, clean_s)
+        active, idx, xa, ga, fa = list(range(B)), None, x, clean_g, clean_f
+        if self.early_stop:
+            idx = torch.arange(B, device=x.device)
+            active, idx, xa, ga, fa = self._compact(active, idx, ~clean_s, xa, ga, fa)
+        for r in range(self.restarts):
+            if not active:
+                break
             if self.random_start:
-                x0 = self._random_start(x, gen)
-                f0, g0 = self._value_and_grad(x0)
+                x0 = self._random_start_images(xa, active, r)
+                f0, g0, s0 = self._eval(x0, with_grad=True)
+                best.update(f0, x0, s0, idx)
+                if self.early_stop:
+                    active, idx, xa, x0, f0, g0 = self._compact(active, idx, ~s0, xa, x0, f0, g0)
+                    if not active:
+                        break
             else:
-                x0, f0, g0 = x.clone(), clean_f, clean_g
-            run_f, run_x = self._run(x, x0, f0, g0)
-            best_f, best_x = self._keep_best(run_f, run_x, best_f, best_x)
-        return self._finish(x, best_x, best_f, clean_f)
+                x0, f0, g0 = xa.clone(), fa, ga
+            n_before = len(active)
+            active2, idx2 = self._run(xa, x0, f0, g0, best, active, idx)
+            if self.early_stop and len(active2) != n_before:
+                keep = torch.isin(idx, idx2)
+                active, idx, xa, ga, fa = self._compact(active, idx, keep, xa, ga, fa)
+        return self._finish_best(x, best, clean_f)

@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from .base import OODAttack
+from .base import OODAttack, _BestOf
 from .registry import register_attack
 
 __all__ = ["OODFGSM"]
@@ -28,6 +28,8 @@ class OODFGSM(OODAttack):
             never worse than before (the same guarantee as OODPGD; it costs nothing but the
             forward pass at the result).  False gives textbook FGSM, which can make the
             objective worse where the loss is not locally linear.
+        threshold, early_stop: see :class:`~atom_plugin.attacks.base.OODAttack`; with
+            ``early_stop`` the step is evaluated only for images the detector still rejects.
 
     Shape:
         images ``(B, C, H, W)`` in [0, 1] -> ``(B, C, H, W)``; labels ignored (may be None).
@@ -42,25 +44,40 @@ class OODFGSM(OODAttack):
         target: str = "ood",
         round_to_255: bool = False,
         keep_best: bool = True,
+        threshold: float | None = None,
+        early_stop: bool = False,
     ) -> None:
         super().__init__("OODFGSM", model, objective, num_classes, target=target, eps=eps,
-                         round_to_255=round_to_255)
+                         round_to_255=round_to_255, threshold=threshold, early_stop=early_stop)
         if not isinstance(keep_best, bool):
             raise TypeError(f"`keep_best` must be a bool, got {type(keep_best).__name__}.")
         self.keep_best = keep_best
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         x = self._prepare(images)
+        self._reset_cost()
+        B = x.shape[0]
         clean_f, g = self._clean_objective(x, with_grad=True)
-        x_adv = self._project(x + self.eps * g.sign(), x)
-        f = self._value(x_adv)
-        if self.keep_best:
-            best_f, best_x = self._keep_best(f, x_adv, clean_f, x.clone())
+        self._cost["forwards"] += B
+        self._cost["backwards"] += B
+        clean_s = self._success(x, clean_f)
+        if not self.keep_best:  # textbook FGSM: the step is taken on every image
+            x_adv = self._project(x + self.eps * g.sign(), x)
+            f, _, succ = self._eval(x_adv, with_grad=False)
+            if self.round_to_255:  # without keep_best, rounding must not fall back to the clean image
+                x_adv = self._round(x_adv, x)
+                f, _, succ = self._eval(x_adv, with_grad=False)
+            self._last_objective, self._last_clean_objective = f * self.sign, clean_f * self.sign
+            self._last_success = succ
+            self._store_cost()
+            return x_adv.detach()
+        best = _BestOf(clean_f, x, clean_s)
+        if self.early_stop:  # the step only for images the detector still rejects
+            active, idx, xa, ga = self._compact(list(range(B)), torch.arange(B, device=x.device), ~clean_s, x, g)
         else:
-            best_f, best_x = f, x_adv
-        if self.round_to_255 and not self.keep_best:
-            # without keep_best, rounding must not fall back to the clean image either
-            rx = self._round(best_x, x)
-            self._last_objective, self._last_clean_objective = self._value(rx) * self.sign, clean_f * self.sign
-            return rx.detach()
-        return self._finish(x, best_x, best_f, clean_f)
+            active, idx, xa, ga = [0], None, x, g
+        if active:
+            x_adv = self._project(xa + self.eps * ga.sign(), xa)
+            f, _, succ = self._eval(x_adv, with_grad=False)
+            best.update(f, x_adv, succ, idx)
+        return self._finish_best(x, best, clean_f)

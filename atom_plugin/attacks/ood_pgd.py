@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from .base import OODAttack
+from .base import OODAttack, _BestOf
 from .registry import register_attack
 from .steps import linf_sign_step
 
@@ -24,8 +24,18 @@ class OODPGD(OODAttack):
     returned, **the clean input included as a candidate**, so the objective at the output is
     never worse than at the input (exactly, per sample).
 
-    Cost per call: ``restarts * steps`` forward-backward passes + ``restarts + 1`` forwards
-    (with ``random_start=False`` the clean pass doubles as the first step).
+    The input is evaluated once, with its gradient, and that gradient gives the **first**
+    update of every restart (``x_1 = P(x_0 + alpha * sign(grad f(x)))`` from the random
+    start ``x_0``); the next ``steps - 1`` updates use the gradient at the current iterate,
+    and the last iterate is evaluated by a forward.  So the never-worse guarantee costs one
+    forward per restart over ``torchattacks.PGD`` (``steps`` gradient evaluations too).
+
+    Cost per call (``last_cost``, in images): ``1 + restarts * (steps - 1)`` forward-backward
+    passes + ``restarts`` forwards; with ``threshold`` and ``early_stop=True`` an image stops
+    as soon as it is accepted (from the input on), and random starts are drawn per image
+    (:func:`~atom_plugin.attacks.base.image_seed`), so the FPR equals the one without early
+    stopping.  Detectors whose score is not a function of the objective (e.g. MSP) take one
+    more forward per evaluation when a threshold is set.
 
     Args:
         model: a Detector, or an ``nn.Module`` classifier with ``objective``.
@@ -41,8 +51,9 @@ class OODPGD(OODAttack):
             images when the input is 8-bit; the official ATOM code does this).  Off by
             default: the continuous optimum is returned; when on, the rounded candidate is
             re-evaluated and the clean image is returned where rounding made it worse.
-        seed: seed for the random starts (a generator on the input's device); ``None`` uses
+        seed: seed for the random starts (per image, on the input's device); ``None`` uses
             torch's global RNG.
+        threshold, early_stop: see :class:`~atom_plugin.attacks.base.OODAttack`.
 
     Shape:
         images ``(B, C, H, W)`` in [0, 1] -> ``(B, C, H, W)``; labels ignored (may be None).
@@ -67,28 +78,42 @@ class OODPGD(OODAttack):
         target: str = "ood",
         round_to_255: bool = False,
         seed: int | None = None,
+        threshold: float | None = None,
+        early_stop: bool = False,
     ) -> None:
         super().__init__(
             "OODPGD", model, objective, num_classes, target=target, seed=seed, eps=eps, alpha=alpha,
             steps=steps, random_start=random_start, restarts=restarts, round_to_255=round_to_255,
+            threshold=threshold, early_stop=early_stop,
         )
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         x = self._prepare(images)
-        if self.random_start:
-            clean_f, clean_g = self._clean_objective(x), None
-        else:  # the first iterate is the clean point: reuse its gradient
-            clean_f, clean_g = self._clean_objective(x, with_grad=True)
-        best_f, best_x = clean_f, x.clone()
-        gen = self._generator(x)
-        for _ in range(self.restarts):
-            x_adv = self._random_start(x, gen) if self.random_start else x.clone()
+        self._reset_cost()
+        B = x.shape[0]
+        # The input is evaluated once, with its gradient: it is the never-worse candidate and
+        # its gradient gives every restart's first update (no separate clean forward).
+        clean_f, clean_g = self._clean_objective(x, with_grad=True)
+        self._cost["forwards"] += B
+        self._cost["backwards"] += B
+        clean_s = self._success(x, clean_f)
+        best = _BestOf(clean_f, x, clean_s)
+        active, idx = list(range(B)), None  # idx None: the whole batch is active (no indexing)
+        xa, ga = x, clean_g
+        if self.early_stop:
+            idx = torch.arange(B, device=x.device)
+            active, idx, xa, ga = self._compact(active, idx, ~clean_s, xa, ga)
+        for r in range(self.restarts):
+            if not active:
+                break
+            x_adv = self._random_start_images(xa, active, r) if self.random_start else xa
+            g = ga
             for step in range(self.steps):
-                if step == 0 and clean_g is not None:
-                    f, g = clean_f, clean_g
-                else:
-                    f, g = self._value_and_grad(x_adv)
-                best_f, best_x = self._keep_best(f, x_adv, best_f, best_x)
-                x_adv = linf_sign_step(x_adv, g, x, self.alpha, self.eps)
-            best_f, best_x = self._keep_best(self._value(x_adv), x_adv, best_f, best_x)
-        return self._finish(x, best_x, best_f, clean_f)
+                x_adv = linf_sign_step(x_adv, g, xa, self.alpha, self.eps)
+                f, g, succ = self._eval(x_adv, with_grad=step < self.steps - 1)
+                best.update(f, x_adv, succ, idx)
+                if self.early_stop:
+                    active, idx, xa, ga, x_adv, g = self._compact(active, idx, ~succ, xa, ga, x_adv, g)
+                    if not active:
+                        break
+        return self._finish_best(x, best, clean_f)
