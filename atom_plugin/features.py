@@ -1,9 +1,13 @@
-"""Read intermediate features of any model (needed by the Mahalanobis detector).
+"""Read intermediate features of any model (needed by the feature-space detectors).
 
 :class:`FeatureTap` registers forward hooks on named submodules and returns the
 model's output together with those modules' outputs, with the autograd graph intact
 (so attacks can differentiate through feature-space scores).  For timm models the
 default layers are the stages listed in ``model.feature_info``.
+
+:class:`PenultimateTap` splits a classifier into "penultimate features -> final linear
+layer" (the input of :func:`~atom_plugin.models.find_classifier`'s ``nn.Linear``), what
+KNN, ViM, ReAct, ASH, DICE and RMD work on.
 """
 from __future__ import annotations
 
@@ -12,9 +16,9 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from .models import _unwrap
+from .models import _unwrap, find_classifier
 
-__all__ = ["FeatureTap", "default_feature_layers"]
+__all__ = ["FeatureTap", "PenultimateTap", "default_feature_layers"]
 
 
 def default_feature_layers(model: nn.Module) -> list[str]:
@@ -92,3 +96,47 @@ class FeatureTap(nn.Module):
             for h in handles:
                 h.remove()
         return out, [store[n] for n in self.layers]
+
+
+class PenultimateTap(nn.Module):
+    """``tap(x) -> (logits, features)``: the model's output and the input ``(B, D)`` of its
+    final linear classifier (found by :func:`~atom_plugin.models.find_classifier`).
+
+    ``tap.linear`` is that ``nn.Linear`` (``weight`` ``(K + R, D)``); ``tap.head(z, k)``
+    applies its first ``k`` rows to features ``z``, so a detector can recompute logits from
+    modified features (ReAct, ASH, DICE).  The hook lives only during ``forward`` and the
+    autograd graph is kept.  Like :class:`FeatureTap`, the model is not a submodule of the
+    tap's owner unless registered there.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.linear = find_classifier(model)[2]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        store: list[torch.Tensor] = []
+
+        def hook(_m, inp):
+            store.append(inp[0])
+
+        handle = self.linear.register_forward_pre_hook(hook)
+        try:
+            out = self.model(x)
+        finally:
+            handle.remove()
+        if not store:
+            raise ValueError(
+                f"The classifier {type(self.linear).__name__} of the model was not called in forward; "
+                "the penultimate features cannot be read (pass a model whose last layer is its nn.Linear head)."
+            )
+        z = store[-1]
+        return out, z.flatten(1) if z.dim() > 2 else z
+
+    def head(self, z: torch.Tensor, k: int | None = None) -> torch.Tensor:
+        """Logits ``z W[:k]^T + b[:k]`` of features ``z`` ``(B, D)``."""
+        w, b = self.linear.weight, self.linear.bias
+        w = w if k is None else w[:k]
+        if b is None:
+            return z @ w.T
+        return z @ w.T + (b if k is None else b[:k])

@@ -14,6 +14,16 @@ from .mahalanobis import Mahalanobis, SaturationWarning
 from .reject import RejectClass, RejectSum
 from .score_fn import ScoreDetector
 from .objective import ObjectiveDetector, as_detector
+from .maxlogit import MaxLogit
+from .entropy import Entropy
+from .gen import GEN
+from .klmatching import KLMatching
+from .knn import KNN
+from .vim import ViM
+from .react import ReAct
+from .ash import ASH
+from .dice import DICE
+from .rmd import RMD
 
 __all__ = [
     "Detector",
@@ -34,4 +44,14 @@ __all__ = [
     "ScoreDetector",
     "ObjectiveDetector",
     "as_detector",
+    "MaxLogit",
+    "Entropy",
+    "GEN",
+    "KLMatching",
+    "KNN",
+    "ViM",
+    "ReAct",
+    "ASH",
+    "DICE",
+    "RMD",
 ]
