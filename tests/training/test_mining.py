@@ -8,8 +8,9 @@ import torch
 import torch.nn as nn
 from torch.utils.data import TensorDataset
 
-from atom_plugin.mining import (OutlierMiner, plot_score_histograms, reject_score, score_dataset, select_window,
-                                validate_mining)
+from atom_plugin.detectors import RejectClass, RejectSum
+from atom_plugin.mining import (OutlierMiner, channels_last_helps, plot_score_histograms, reject_detector,
+                                score_dataset, select_window, validate_mining)
 
 
 class BrightnessModel(nn.Module):
@@ -119,14 +120,45 @@ def test_miner_needs_reject_class(tiny_kway):
         miner.mine(tiny_kway, 0)
 
 
-def test_score_dataset_matches_direct_scores(tiny_kplus1):
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_score_dataset_matches_direct_scores(tiny_kplus1, channels_last):
     x = torch.rand(10, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     ds = TensorDataset(x, torch.full((10,), -1))
     idx = torch.tensor([7, 2, 5])
-    s = score_dataset(tiny_kplus1, ds, idx, lambda z: reject_score(z, 10), batch_size=2)
+    tiny_kplus1.train()
+    s = score_dataset(RejectClass(tiny_kplus1), ds, idx, batch_size=2, channels_last=channels_last)
+    assert tiny_kplus1.training  # mode restored
     with torch.no_grad():
-        ref = torch.softmax(tiny_kplus1(x[idx]), 1)[:, 10]
+        ref = torch.softmax(tiny_kplus1.eval()(x[idx]), 1)[:, 10]
     assert torch.allclose(s, ref, atol=1e-6)
+
+
+def test_miner_scores_with_the_detector():
+    """The default score is the reject detector's (RejectClass for R = 1, RejectSum for
+    R > 1: the total reject probability); any Detector class can rank instead."""
+    from atom_plugin.models import SmallCNN, with_reject_head
+
+    torch.manual_seed(0)
+    model = with_reject_head(SmallCNN(3, width=2), 3, num_reject=2).eval()
+    assert isinstance(reject_detector(model), RejectSum)
+    x = torch.rand(30, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    ds = TensorDataset(x)
+    res = OutlierMiner(ds, 30, 5, 0.0).mine(model, 0)
+    with torch.no_grad():
+        p = torch.softmax(model(x), 1)[:, 3:].sum(1)
+    assert res.indices.tolist() == p.argsort()[:5].tolist()
+    assert torch.allclose(res.scores, p[res.indices], atol=1e-6)
+
+    class Darkness(RejectClass):  # a custom ranking: darker = more OOD
+        def _score(self, z):
+            return 1 - z.mean(dim=(1, 2, 3))
+
+    model1 = with_reject_head(SmallCNN(3, width=2), 3)
+    res = OutlierMiner(ds, 30, 5, 0.0, detector=Darkness).mine(model1, 0)
+    assert res.indices.tolist() == (1 - x.mean(dim=(1, 2, 3))).argsort()[:5].tolist()
+    with pytest.raises(TypeError, match="detector"):
+        OutlierMiner(ds, 30, 5, 0.0, detector=3)
+    assert channels_last_helps(model, "cpu") and not channels_last_helps(nn.Linear(2, 2), "cpu")
 
 
 def test_state_dict_round_trip_and_plot(tmp_path):
