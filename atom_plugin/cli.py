@@ -13,7 +13,7 @@ from typing import Sequence
 from . import __version__
 
 #: subcommand name -> module under atom_plugin.commands
-COMMANDS = {"demo": "demo", "train": "train", "eval": "evaluate", "attack": "attack"}
+COMMANDS = {"demo": "demo", "train": "train", "eval": "evaluate", "attack": "attack", "bench": "bench"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,10 +36,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.run(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        # Input errors are reported as one sentence, not a traceback.
-        print(f"atom-ood {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, ImportError) as err:
+        # Input errors (bad options, unreadable or unsafe files, a missing optional package)
+        # are reported as one sentence, not a traceback.
+        msg = str(err) or type(err).__name__
+        if isinstance(err, OSError) and err.filename and str(err.filename) not in msg:
+            msg = f"{err.filename}: {msg}"
+        print(f"atom-ood {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"atom-ood {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .metrics import roc_points
+from .naming import TASK_TITLES
 
 if TYPE_CHECKING:  # pragma: no cover
     from .report import Report
@@ -58,7 +59,6 @@ def _panels(n: int):
 
 def plot_roc(report: "Report", path: str | os.PathLike) -> str:
     """ROC curves per task (ID positive); returns ``path``."""
-    from .report import TASK_TITLES
 
     tasks = report.tasks
     thr = report.id_metrics.get("threshold")
@@ -87,7 +87,6 @@ def plot_roc(report: "Report", path: str | os.PathLike) -> str:
 
 def plot_histograms(report: "Report", path: str | os.PathLike, bins: int = 40) -> str:
     """OOD-score histograms (ID vs each OOD set) per task; returns ``path``."""
-    from .report import TASK_TITLES
 
     tasks = report.tasks
     thr = report.id_metrics.get("threshold")
@@ -118,7 +117,6 @@ def plot_histograms(report: "Report", path: str | os.PathLike, bins: int = 40) -
 
 def plot_examples(report: "Report", path: str | os.PathLike, per_set: int = 2) -> str:
     """Grid of example OOD images: rows = (set, example), columns = tasks; returns ``path``."""
-    from .report import TASK_TITLES
 
     tasks = [t for t in report.tasks if t not in ("in", "in_out")]
     rows = []

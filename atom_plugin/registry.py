@@ -34,7 +34,10 @@ class Entry:
 
 def _summary(obj: Any) -> str:
     doc = (getattr(obj, "__doc__", None) or "").strip()
-    return doc.splitlines()[0].strip() if doc else ""
+    first = doc.split("\n\n")[0] if doc else ""  # the first paragraph, on one line
+    text = " ".join(first.replace("``", "").split())
+    text = text.split(". ")[0].rstrip(".;:")
+    return text if len(text) <= 90 else text[:87].rstrip() + "..."
 
 
 class Registry:
@@ -79,7 +82,8 @@ class Registry:
 
     def help_text(self) -> str:
         """``name: help`` lines, for CLI help."""
-        return "; ".join(f"{e.name}: {e.help}" if e.help else e.name for e in map(self.get, self.names()))
+        return "; ".join(f"{e.name}: {e.help}" if e.help else e.name
+                         for e in map(self.get, self.names())).replace("%", "%%")
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

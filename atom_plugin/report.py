@@ -22,19 +22,10 @@ from typing import Any, Dict, Mapping, Sequence
 
 import numpy as np
 
+from .naming import METRIC_TITLES, TASK_TITLES, task_order
+
 __all__ = ["Report", "Comparison", "compare_table", "TASK_TITLES", "METRIC_TITLES"]
 
-#: column-group titles of the tasks, in table order
-TASK_TITLES = {
-    "natural": "Natural", "corruption": "Corruption", "linf": "L∞", "compositional": "Comp.",
-    "in": "In (attacked ID)", "in_out": "In & Out",
-}
-#: metric titles; arrows say which direction is better
-METRIC_TITLES = {
-    "fpr": "FPR↓", "auroc": "AUROC↑", "aupr_in": "AUPR-in↑", "aupr_out": "AUPR-out↑",
-    "detection_error": "DetErr↓", "fpr95_ood_positive": "FPR95(OOD+)↓",
-    "fpr_at_threshold": "FPR@t↓", "tpr_at_threshold": "TPR@t↑",
-}
 CSV_METRICS = ("fpr", "auroc", "aupr_in", "aupr_out", "detection_error", "fpr95_ood_positive",
                "fpr_at_threshold", "tpr_at_threshold", "threshold", "n_id", "n_ood")
 _AVERAGED = ("fpr", "auroc", "aupr_in", "aupr_out", "detection_error", "fpr95_ood_positive",
@@ -42,9 +33,7 @@ _AVERAGED = ("fpr", "auroc", "aupr_in", "aupr_out", "detection_error", "fpr95_oo
 JSON_VERSION = 1
 
 
-def _task_order(tasks) -> list[str]:
-    known = [t for t in TASK_TITLES if t in tasks]
-    return known + sorted(t for t in tasks if t not in TASK_TITLES)
+_task_order = task_order
 
 
 class Report:

@@ -19,8 +19,9 @@ import json
 import os
 import sys
 
-from .evaluate import (add_detector_args, add_model_args, build_detector, load_model, load_ood_sets,
-                       parse_dataset_spec, parse_fraction)
+from ..data.specs import load_ood_sets, parse_dataset_spec
+from .common import (add_attack_args, add_detector_args, add_model_args, build_detector, detector_kwargs, load_model,
+                     resolve_device)
 
 __all__ = ["add_parser", "run"]
 
@@ -45,15 +46,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "OOD sets) / 'default:NAME' (one of them)")
     g.add_argument("--max-examples", type=int, default=None, metavar="N", help="first N images of every set")
     g.add_argument("--batch-size", type=int, default=128)
-    a = p.add_argument_group("attack")
-    a.add_argument("--method", default="linf", choices=METHODS)
-    a.add_argument("--eps", type=parse_fraction, default=8 / 255, help="L-inf radius, e.g. 8/255")
-    a.add_argument("--alpha", type=parse_fraction, default=1 / 255, help="PGD step size, e.g. 1/255")
-    a.add_argument("--steps", type=int, default=40)
-    a.add_argument("--restarts", type=int, default=1)
-    a.add_argument("--corruptions", nargs="+", default=None, metavar="NAME")
-    a.add_argument("--severities", nargs="+", type=int, default=None, metavar="S")
-    a.add_argument("--corruption-backend", default=None, choices=("torch", "imagecorruptions"))
+    a = add_attack_args(p)
+    a.add_argument("--method", default="linf", choices=METHODS,
+                   help="linf (OOD made to look ID), corruption, compositional, in (ID made to look OOD)")
     a.add_argument("--seed", type=int, default=0)
     o = p.add_argument_group("output")
     o.add_argument("--out", required=True, metavar="DIR", help="output folder")
@@ -66,19 +61,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _build_attack(args, det):
-    from ..evaluation import _build_attacks  # the evaluation's construction path
+    """The attack of ``--method`` built exactly as the evaluation builds it (task registry)."""
+    from ..evaluation import EvalConfig, build_attack
 
-    ckw = {}
-    if args.corruptions is not None:
-        ckw["corruptions"] = list(args.corruptions)
-    if args.severities is not None:
-        ckw["severities"] = list(args.severities)
-    if args.corruption_backend is not None:
-        ckw["backend"] = args.corruption_backend
-    if args.method == "in":
-        return _build_attacks(det, (), True, args.eps, args.alpha, args.steps, args.restarts, ckw, None)["in"]
-    return _build_attacks(det, (args.method,), False, args.eps, args.alpha, args.steps, args.restarts, ckw,
-                          None)[args.method]
+    cfg = EvalConfig(tasks=("natural",), eps=args.eps, alpha=args.alpha, steps=args.steps, restarts=args.restarts,
+                     linf_attack=args.attack, corruptions=args.corruptions, severities=args.severities,
+                     corruption_backend=args.corruption_backend, corruption_table=args.corruption_table,
+                     progress=False)
+    return build_attack(args.method, det, cfg)
 
 
 def _save_png(img_hwc, path: str) -> None:
@@ -96,7 +86,8 @@ def run(args) -> int:
     from torch.utils.data import DataLoader, Subset
 
     from .. import distributed as D
-    from ..evaluation import _Scorer, _batch_seed, _run_attack, _split_batch, _to_uint8
+    from .._utils import progress, split_batch
+    from ..evaluation import Scorer, batch_seed, run_attack, to_uint8
 
     for opt, val, low in (("--steps", args.steps, 1), ("--restarts", args.restarts, 1),
                           ("--batch-size", args.batch_size, 1), ("--seed", args.seed, 0), ("--png", args.png, 0)):
@@ -108,23 +99,24 @@ def run(args) -> int:
         raise ValueError("atom-ood attack runs in one process; launch it without torchrun.")
     for spec in args.data:
         parse_dataset_spec(spec, "--data")
-    device = torch.device(args.device) if args.device else D.default_device()
+    device = resolve_device(args.device)
     sets = load_ood_sets(args.data, option="--data")
     model, k = load_model(args)
     model = model.to(device).eval()
-    if args.detector == "mahalanobis":
-        raise ValueError("--detector mahalanobis needs ID training data; use `atom-ood eval` or the Python API.")
-    det = build_detector(args, model, k, None)
+    from ..detectors import detector_info
+
+    if detector_info(args.detector).needs_fit:
+        raise ValueError(f"--detector {args.detector} must be fitted on ID training data; use `atom-ood eval` "
+                         "or the Python API.")
+    det = build_detector(args.detector, model, k, None, detector_kwargs(args.detector_arg))
     det.eval()
     atk = _build_attack(args, det)
-    scorer = _Scorer(det)
+    scorer = Scorer(det)
     os.makedirs(args.out, exist_ok=True)
     summary = {"method": args.method, "eps": args.eps, "alpha": args.alpha, "steps": args.steps,
                "restarts": args.restarts, "seed": args.seed, "detector": type(det).__name__,
                "attack": type(atk).__name__, "format": args.format,
                "model_source": args.checkpoint or args.timm or args.robustbench, "sets": {}}
-    from tqdm.auto import tqdm
-
     for name, ds in sets.items():
         n = len(ds) if args.max_examples is None else min(len(ds), args.max_examples)
         loader = DataLoader(Subset(ds, range(n)), batch_size=args.batch_size, shuffle=False)
@@ -134,23 +126,23 @@ def run(args) -> int:
         out = None
         scores = np.zeros((n, 2), dtype=np.float64)
         pos = 0
-        for b, batch in enumerate(tqdm(loader, desc=name, disable=args.quiet, leave=False)):
-            x, _ = _split_batch(batch)
+        for b, batch in enumerate(progress(loader, not args.quiet, name)):
+            x, _ = split_batch(batch, "--data")
             x = x.to(device)
             if b == 0:
                 from .._validation import check_images
 
                 check_images(x, f"--data {name} images")
-            adv = _run_attack(atk, x, _batch_seed(args.seed, name, args.method, b))
+            adv = run_attack(atk, x, batch_seed(args.seed, name, args.method, b))
             s0, s1 = scorer.score(x).cpu().numpy(), scorer.score(adv).cpu().numpy()
-            arr = adv.cpu().float().numpy() if args.format == "float32" else _to_uint8(adv)
+            arr = adv.cpu().float().numpy() if args.format == "float32" else to_uint8(adv)
             if out is None:
                 shape = (n,) + arr.shape[1:]
                 out = np.lib.format.open_memmap(os.path.join(folder, "images.npy"), mode="w+",
                                                 dtype=arr.dtype, shape=shape)
             out[pos:pos + len(arr)] = arr
             scores[pos:pos + len(arr), 0], scores[pos:pos + len(arr), 1] = s0, s1
-            u8 = _to_uint8(adv)
+            u8 = to_uint8(adv)
             for i in range(len(arr)):
                 if pos + i < args.png:
                     _save_png(u8[i], os.path.join(folder, f"{pos + i:05d}.png"))

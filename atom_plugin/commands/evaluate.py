@@ -10,290 +10,149 @@ Examples::
     # a RobustBench model from a local model folder
     atom-ood eval --robustbench Carmon2019Unlabeled --model-dir ./models --data cifar10:/data --ood svhn:/data
 
-Model options, data options and detector options are shared with ``atom-ood attack``.
+Model, detector and attack options are shared with ``atom-ood attack`` and ``atom-ood bench``
+(:mod:`atom_plugin.commands.common`).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from fractions import Fraction
-from typing import Any
 
-__all__ = ["add_parser", "run", "add_model_args", "add_detector_args", "load_model", "build_detector",
-           "parse_fraction", "parse_dataset_spec", "load_ood_sets"]
+from .common import (add_attack_args, add_detector_args, add_model_args, build_detector, detector_kwargs,
+                     load_model, resolve_device, split_list)
 
-DETECTORS = ("auto", "msp", "odin", "energy", "mahalanobis", "reject", "sofl")
-TASK_CHOICES = ("natural", "corruption", "linf", "compositional")
+__all__ = ["add_parser", "run", "add_data_args", "add_output_args", "check_out_dir", "eval_config", "load_data"]
 
 
-# ------------------------------------------------------------------ argument types
-def parse_fraction(text: str) -> float:
-    """``"8/255"`` or ``"0.0314"`` -> float (argparse type)."""
-    try:
-        return float(Fraction(text.strip()))
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"expected a number or a fraction like 8/255, got {text!r}") from None
-
-
-def parse_dataset_spec(spec: str, option: str) -> tuple[str, str, str]:
-    """``[LABEL=]KIND:PATH`` -> ``(label, kind, path)``; ``default`` -> ``("default", "default", "")``."""
-    label = None
-    if "=" in spec.split(":", 1)[0]:
-        label, spec = spec.split("=", 1)
-    if spec in ("default",) or spec.startswith("default:"):
-        kind, _, path = spec.partition(":")
-        return label or (path or "default"), "default", path
-    kind, sep, path = spec.partition(":")
-    if not sep or not path:
-        raise ValueError(
-            f"{option} {spec!r}: expected KIND:PATH (e.g. svhn:/data, textures:/data/dtd, npy:/data/x.npy, "
-            "folder:/images) or 'default'."
-        )
+def add_data_args(p: argparse.ArgumentParser) -> None:
     from ..data import DATASETS
 
-    if kind not in DATASETS + ("npy",):
-        raise ValueError(f"{option} {spec!r}: unknown dataset kind {kind!r}; use one of {sorted(DATASETS + ('npy',))}.")
-    return label or kind, kind, path
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default="default", metavar="SPEC",
+                   help="in-distribution data: 'default' (the embedded benchmark) or cifar10:ROOT, cifar100:ROOT, "
+                        "svhn:ROOT (test split evaluated, train split fits detectors that need fitting)")
+    g.add_argument("--ood", nargs="+", metavar="SPEC", default=None,
+                   help=f"OOD sets [LABEL=]KIND:PATH, KIND in {', '.join(sorted(DATASETS + ('npy',)))}; 'default' = "
+                        "the six embedded sets (the default with --data default)")
+    g.add_argument("--max-examples", type=int, default=None, metavar="N", help="first N images of every set")
+    g.add_argument("--batch-size", type=int, default=128)
+    g.add_argument("--workers", type=int, default=0, help="DataLoader workers")
 
 
-def _load_spec(kind: str, path: str, split: str, as_ood: bool, option: str):
-    from ..data import load_dataset, load_npy_images
-
-    if kind == "npy":
-        return load_npy_images(path, label=-1 if as_ood else 0)
-    try:
-        return load_dataset(kind, path, split=split, as_ood=as_ood)
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"{option} {kind}:{path}: {err}") from None
-
-
-def load_ood_sets(specs: list[str], bench=None, option: str = "--ood") -> dict[str, Any]:
-    """``--ood`` specs -> ``{name: dataset}``; ``default`` expands to the embedded sets."""
-    out: dict[str, Any] = {}
-    for spec in specs:
-        label, kind, path = parse_dataset_spec(spec, option)
-        if kind == "default":
-            if bench is None:
-                from ..data import load_default_benchmark
-
-                bench = load_default_benchmark(n_aux=1)  # the auxiliary set is not used here
-            if path:
-                if path not in bench.ood:
-                    raise ValueError(f"{option} {spec!r}: the default benchmark has sets {list(bench.ood)}, not {path!r}.")
-                out[path] = bench.ood[path]
-            else:
-                out.update(bench.ood)
-            continue
-        if label in out:
-            raise ValueError(f"{option}: the set name {label!r} is used twice; name them LABEL=KIND:PATH.")
-        out[label] = _load_spec(kind, path, "test", True, option)
-    return out
+def add_output_args(p: argparse.ArgumentParser, default_out: str) -> None:
+    o = p.add_argument_group("output")
+    o.add_argument("--out", default=default_out, metavar="DIR", help="report folder")
+    o.add_argument("--overwrite", action="store_true", help="write into a non-empty --out folder")
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--tpr", type=float, default=0.95, help="TPR level of the threshold")
+    o.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    o.add_argument("--quiet", action="store_true", help="no progress bars, print only the output folder")
 
 
-# ------------------------------------------------------------------ model loading
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model (exactly one of --checkpoint, --timm, --robustbench)")
-    src = g.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", metavar="PATH",
-                     help="checkpoint of `atom-ood train` (dict with 'model' state_dict, 'num_classes', "
-                          "'num_reject'), or a bare state_dict of a SmallCNN (inferred) / --arch model")
-    src.add_argument("--timm", metavar="NAME", help="a timm architecture; weights from --weights FILE")
-    src.add_argument("--robustbench", metavar="NAME", help="a RobustBench model; weights under --model-dir")
-    g.add_argument("--arch", metavar="ARCH", default=None,
-                   help="architecture of --checkpoint: 'smallcnn' (default, inferred from the weights) or a timm name")
-    g.add_argument("--weights", metavar="FILE", help="local weights for --timm (.pth/.pt/.safetensors)")
-    g.add_argument("--model-dir", metavar="DIR", help="RobustBench model folder (<DIR>/<dataset>/<threat>/<NAME>.pt)")
-    g.add_argument("--rb-dataset", default="cifar10", help="RobustBench dataset (default cifar10)")
-    g.add_argument("--threat-model", default="Linf", help="RobustBench threat model (default Linf)")
-    g.add_argument("--num-classes", type=int, metavar="K", help="in-distribution classes K (if not in the checkpoint)")
-    g.add_argument("--num-reject", type=int, metavar="R", default=None,
-                   help="reject classes R of the model (default: from the checkpoint, else 0)")
-    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-
-
-def load_model(args) -> tuple[Any, int]:
-    """The model of the ``--checkpoint`` / ``--timm`` / ``--robustbench`` options and ``K``."""
-    from ..models import head_spec
-
-    if args.checkpoint:
-        from ..pretrained import load_checkpoint_model
-
-        try:
-            return load_checkpoint_model(args.checkpoint, num_classes=args.num_classes, num_reject=args.num_reject,
-                                         arch=args.arch)
-        except FileNotFoundError as err:
-            raise FileNotFoundError(f"--checkpoint: {err}") from None
-        except ValueError as err:
-            raise ValueError(f"--checkpoint: {err}") from None
-    if args.timm:
-        from ..pretrained import create_timm_model
-
-        if args.num_classes is None:
-            raise ValueError("--timm needs --num-classes K.")
-        if not args.weights:
-            raise ValueError("--timm needs --weights FILE (nothing is downloaded).")
-        if not os.path.isfile(args.weights):
-            raise FileNotFoundError(f"--weights {args.weights!r}: no such file.")
-        model = create_timm_model(args.timm, args.num_classes, checkpoint=args.weights,
-                                  num_reject=args.num_reject or 0)
-        return model, args.num_classes
-    from ..pretrained import load_robustbench_model
-
-    if not args.model_dir:
-        raise ValueError("--robustbench needs --model-dir DIR.")
-    model = load_robustbench_model(args.robustbench, args.model_dir, dataset=args.rb_dataset,
-                                   threat_model=args.threat_model, num_reject=args.num_reject or 0)
-    k = args.num_classes or {"cifar10": 10, "cifar100": 100, "imagenet": 1000}.get(args.rb_dataset)
-    head_spec(model, k)  # checks K against the model's outputs
-    return model, k
-
-
-# ------------------------------------------------------------------ detectors
-def add_detector_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("detector")
-    g.add_argument("--detector", default="auto", choices=DETECTORS,
-                   help="OOD score: auto (K-way -> msp, K+1 -> reject, K+R -> sofl), msp, odin, energy, "
-                        "mahalanobis (fitted on the ID training split), reject (K+1), sofl (K+R)")
-    g.add_argument("--odin-temperature", type=float, default=1000.0)
-    g.add_argument("--odin-epsilon", type=float, default=0.0014)
-    g.add_argument("--energy-temperature", type=float, default=1.0)
-    g.add_argument("--fit-samples", type=int, default=5000,
-                   help="ID training images used to fit Mahalanobis (default 5000)")
-
-
-def build_detector(args, model, k: int, fit_data=None):
-    from .. import detectors as dets
-
-    name = args.detector
-    if name == "auto":
-        return dets.as_detector(model, num_classes=k)
-    if name == "msp":
-        return dets.MSP(model, num_classes=k)
-    if name == "energy":
-        return dets.Energy(model, temperature=args.energy_temperature, num_classes=k)
-    if name == "reject":
-        return dets.RejectClass(model, num_classes=k)
-    if name == "sofl":
-        return dets.RejectSum(model, num_classes=k)
-    if name == "odin":
-        from ..detectors.odin import ODIN
-
-        return ODIN(model, temperature=args.odin_temperature, epsilon=args.odin_epsilon, num_classes=k)
-    from torch.utils.data import DataLoader
-
-    from ..detectors.mahalanobis import Mahalanobis
-
-    if fit_data is None:
-        raise ValueError("--detector mahalanobis needs ID training data: use --data default or --data cifar10:ROOT.")
-    det = Mahalanobis(model, num_classes=k)
-    det.fit(DataLoader(fit_data, batch_size=128, shuffle=False), max_samples=args.fit_samples,
-            progress=not args.quiet)
-    return det
-
-
-# ------------------------------------------------------------------ the command
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    from ..evaluation import TASK_REGISTRY, list_tasks
+
     p = subparsers.add_parser(
         "eval", help="evaluate an OOD detector (natural, corruption, L-inf, compositional OOD)",
         description="Evaluate an OOD detector on natural and attacked OOD sets (ATOM paper Sec. 5.1) and write "
                     "a report folder: table.md (Table 1 layout), report.json, metrics.csv, plots. "
-                    "FPR is FPR at 95%% TPR with in-distribution positive. Runs under torchrun too "
+                    "FPR is FPR at 95% TPR with in-distribution positive. Runs under torchrun too "
                     "(each rank evaluates a shard; rank 0 writes).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_model_args(p)
     add_detector_args(p)
-    g = p.add_argument_group("data")
-    g.add_argument("--data", default="default", metavar="SPEC",
-                   help="in-distribution data: 'default' (the embedded benchmark) or cifar10:ROOT, cifar100:ROOT, "
-                        "svhn:ROOT (test split evaluated, train split fits Mahalanobis)")
-    g.add_argument("--ood", nargs="+", metavar="SPEC", default=None,
-                   help="OOD sets [LABEL=]KIND:PATH, KIND in svhn, cifar10, cifar100, textures, places365, lsun_crop, "
-                        "lsun_resize, isun, folder, random300k, npy; 'default' = the six embedded sets "
-                        "(the default with --data default)")
-    g.add_argument("--max-examples", type=int, default=None, metavar="N", help="first N images of every set")
-    g.add_argument("--batch-size", type=int, default=128)
-    g.add_argument("--workers", type=int, default=0, help="DataLoader workers")
-    a = p.add_argument_group("attacks")
-    a.add_argument("--tasks", nargs="+", default=list(TASK_CHOICES), metavar="TASK",
-                   help=f"any of {', '.join(TASK_CHOICES)} (space or comma separated)")
+    add_data_args(p)
+    a = add_attack_args(p)
+    tasks = list_tasks()
+    a.add_argument("--tasks", nargs="+", default=["natural", "corruption", "linf", "compositional"], metavar="TASK",
+                   help="space or comma separated; " + "; ".join(f"{t}: {TASK_REGISTRY.get(t).help}"
+                                                                 for t in tasks).replace("%", "%%"))
     a.add_argument("--attack-id", action="store_true",
                    help="also attack ID inputs (tasks 'in' and 'in_out', ALOE-style)")
-    a.add_argument("--eps", type=parse_fraction, default=8 / 255, help="L-inf radius, e.g. 8/255")
-    a.add_argument("--alpha", type=parse_fraction, default=1 / 255, help="PGD step size, e.g. 1/255")
-    a.add_argument("--steps", type=int, default=40, help="PGD steps")
-    a.add_argument("--restarts", type=int, default=1, help="PGD random restarts")
-    a.add_argument("--corruptions", nargs="+", default=None, metavar="NAME",
-                   help="corruption types (default: the 15 common ones)")
-    a.add_argument("--severities", nargs="+", type=int, default=None, metavar="S", help="severities (default 1..5)")
-    a.add_argument("--corruption-backend", default=None, choices=("torch", "imagecorruptions"))
-    o = p.add_argument_group("output")
-    o.add_argument("--out", default="ood_report", metavar="DIR", help="report folder")
+    a.add_argument("--early-stop", action="store_true",
+                   help="stop attacking an image once it is accepted as ID (same FPR, cheaper; AUROC not worst-case)")
+    add_output_args(p, "ood_report")
+    o = [g for g in p._action_groups if g.title == "output"][0]
     o.add_argument("--name", default=None, help="label of the report (e.g. the method)")
-    o.add_argument("--seed", type=int, default=0)
-    o.add_argument("--tpr", type=float, default=0.95, help="TPR level of the threshold")
-    o.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    o.add_argument("--quiet", action="store_true", help="no progress bars, print only the output folder")
     p.set_defaults(run=run)
     return p
 
 
-def _tasks(values: list[str]) -> list[str]:
-    out = [t for v in values for t in v.split(",") if t]
-    for t in out:
-        if t not in TASK_CHOICES:
-            raise ValueError(f"--tasks: unknown task {t!r}; use any of {', '.join(TASK_CHOICES)}.")
-    return out
+def check_out_dir(path: str, overwrite: bool, option: str = "--out") -> None:
+    """Refuse an ``--out`` that is a file, lies under a file, or is a non-empty folder
+    (unless ``overwrite``), before any work is done."""
+    p = os.path.abspath(path)
+    if os.path.isfile(p):
+        raise ValueError(f"{option} {path!r} is a file; pass a folder path.")
+    parent = p
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise ValueError(f"{option} {path!r}: {parent!r} is a file, so the folder cannot be created.")
+    if parent and not os.access(parent, os.W_OK):
+        raise ValueError(f"{option} {path!r}: {parent!r} is not writable.")
+    if os.path.isdir(p) and os.listdir(p) and not overwrite:
+        raise ValueError(f"{option} {path!r} is not empty; pick a new folder or pass --overwrite.")
 
 
-def load_id_data(spec: str, seed: int = 0):
-    """``--data`` -> ``(test_set, train_set, benchmark or None)``."""
-    label, kind, path = parse_dataset_spec(spec, "--data")
-    if kind == "default":
-        from ..data import load_default_benchmark
+def eval_config(args, tasks=None):
+    """The :class:`~atom_plugin.evaluation.EvalConfig` of the command-line options."""
+    from ..evaluation import EvalConfig
 
-        b = load_default_benchmark(seed=seed, n_aux=1)  # the auxiliary set is not used here
-        return b.test, b.train, b
-    if kind not in ("cifar10", "cifar100", "svhn"):
-        raise ValueError(f"--data {spec!r}: in-distribution data must be default, cifar10, cifar100 or svhn.")
-    return _load_spec(kind, path, "test", False, "--data"), _load_spec(kind, path, "train", False, "--data"), None
-
-
-def run(args) -> int:
-    import torch
-
-    from .. import distributed as D
-    from ..evaluation import evaluate
-
-    D.init_from_env()
     for opt, val, low in (("--steps", args.steps, 1), ("--restarts", args.restarts, 1),
                           ("--batch-size", args.batch_size, 1), ("--seed", args.seed, 0)):
         if val < low:
             raise ValueError(f"{opt} must be >= {low}, got {val}.")
     if args.max_examples is not None and args.max_examples < 1:
         raise ValueError(f"--max-examples must be >= 1, got {args.max_examples}.")
-    tasks = _tasks(args.tasks)
+    try:
+        return EvalConfig(
+            tasks=tuple(tasks if tasks is not None else split_list(args.tasks)), eps=args.eps, alpha=args.alpha,
+            steps=args.steps, restarts=args.restarts, linf_attack=args.attack, corruptions=args.corruptions,
+            severities=args.severities, corruption_backend=args.corruption_backend,
+            corruption_table=args.corruption_table, attack_id=getattr(args, "attack_id", False),
+            early_stop=getattr(args, "early_stop", False), batch_size=args.batch_size, seed=args.seed,
+            progress=not args.quiet, max_examples_per_set=args.max_examples, tpr=args.tpr,
+            num_workers=args.workers)
+    except ValueError as err:
+        msg = str(err)
+        for field, opt in (("`tasks`", "--tasks"), ("`linf_attack`", "--attack"), ("`tpr`", "--tpr"),
+                           ("`eps`", "--eps"), ("`severities`", "--severities")):
+            msg = msg.replace(field, opt)
+        raise ValueError(msg) from None
+
+
+def load_data(args):
+    """``(id test set, id train set, {name: ood set})`` of ``--data`` / ``--ood``."""
+    from ..data.specs import load_id_data, load_ood_sets, parse_dataset_spec
+
     parse_dataset_spec(args.data, "--data")
     for spec in args.ood or []:  # check every spec before loading anything
         parse_dataset_spec(spec, "--ood")
-    device = torch.device(args.device) if args.device else D.default_device()
-    model, k = load_model(args)
     test, train, bench = load_id_data(args.data, 0)
     if args.ood:
-        ood = load_ood_sets(args.ood, bench)
-    elif bench is not None:
-        ood = dict(bench.ood)
-    else:
+        return test, train, load_ood_sets(args.ood, bench)
+    if bench is None:
         raise ValueError("--ood is required unless --data default (e.g. --ood svhn:/data textures:/data).")
-    model = model.to(device)
-    det = build_detector(args, model, k, fit_data=train)
-    rep = evaluate(det, test, ood, tasks=tasks, eps=args.eps, alpha=args.alpha, steps=args.steps,
-                   restarts=args.restarts, corruptions=args.corruptions, severities=args.severities,
-                   corruption_backend=args.corruption_backend, attack_id=args.attack_id,
-                   batch_size=args.batch_size, seed=args.seed, progress=not args.quiet,
-                   max_examples_per_set=args.max_examples, device=device, tpr=args.tpr,
-                   num_workers=args.workers, name=args.name or type(det).__name__)
+    return test, train, dict(bench.ood)
+
+
+def run(args) -> int:
+    from .. import distributed as D
+    from ..evaluation import evaluate
+
+    D.init_from_env()
+    cfg = eval_config(args)
+    check_out_dir(args.out, args.overwrite)
+    device = resolve_device(args.device)
+    kwargs = detector_kwargs(args.detector_arg)
+    model, k = load_model(args)
+    test, train, ood = load_data(args)
+    det = build_detector(args.detector, model.to(device), k, fit_data=train, kwargs=kwargs, quiet=args.quiet,
+                         fit_samples=args.fit_samples)
+    rep = evaluate(det, test, ood, cfg.replace(device=str(device), name=args.name or type(det).__name__))
     rep.config["model_source"] = args.checkpoint or args.timm or args.robustbench
     if D.is_main_process():
         rep.save(args.out, plots=not args.no_plots)

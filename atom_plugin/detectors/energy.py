@@ -12,7 +12,7 @@ from .registry import register_detector
 __all__ = ["Energy"]
 
 
-@register_detector("energy", head="any")
+@register_detector("energy", head="any", help="energy score -T logsumexp(z/T) (Liu et al., NeurIPS 2020)")
 class Energy(Detector):
     """``score(x) = -T logsumexp(z[:, :K] / T)`` (higher = more OOD);
     ``attack_loss(x) = -score(x)`` (the attacker lowers the energy).

@@ -11,7 +11,7 @@ from .registry import register_detector
 __all__ = ["MSP"]
 
 
-@register_detector("msp", head="any")
+@register_detector("msp", head="any", help="maximum softmax probability (Hendrycks & Gimpel, ICLR 2017)")
 class MSP(Detector):
     """``score(x) = -max_i softmax(z[:, :K])_i`` (in [-1, -1/K]; higher = more OOD).
 

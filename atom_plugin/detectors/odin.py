@@ -58,7 +58,7 @@ def excess_uniform_ce(u: torch.Tensor) -> torch.Tensor:
     return torch.where(v.amax(dim=1) < 1.0, small, big)
 
 
-@register_detector("odin", head="any")
+@register_detector("odin", head="any", help="temperature scaling + input preprocessing (Liang et al., ICLR 2018)")
 class ODIN(Detector):
     """``score(x) = -max_i softmax(z(x~)[:, :K] / T)_i`` with ``x~`` the preprocessed input;
     ``attack_loss(x) = T^2 (uniform_ce(z(x~) / T, K) - log K)`` (paper eq. 115 through ODIN's

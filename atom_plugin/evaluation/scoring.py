@@ -1,0 +1,84 @@
+"""Running attacks and scoring batches inside the evaluation (and ``atom-ood attack``).
+
+* :func:`batch_seed` / :func:`seeded`: the per-(seed, set, task, batch) RNG discipline that
+  makes results reproducible and independent of the number of processes;
+* :func:`run_attack`: one attack call under its seed, with the output checked;
+* :class:`Scorer`: scores and class logits through the detector's bare methods (the batch
+  was validated once at entry);
+* :func:`to_uint8`: images for the example figure.
+"""
+from __future__ import annotations
+
+import random
+import zlib
+from contextlib import contextmanager
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+__all__ = ["batch_seed", "seeded", "run_attack", "Scorer", "to_uint8"]
+
+
+def batch_seed(seed: int, *parts: Any) -> int:
+    """A 31-bit seed derived from ``seed`` and names/indices ``parts`` (CRC32, stable)."""
+    return zlib.crc32("/".join(map(str, (seed,) + parts)).encode()) & 0x7FFFFFFF
+
+
+@contextmanager
+def seeded(s: int, device: torch.device):
+    """Seed torch (CPU and the CUDA device), numpy and random; restore all afterwards."""
+    np_state, py_state = np.random.get_state(), random.getstate()
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(s)
+        np.random.seed(s)
+        random.seed(s)
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+
+
+def run_attack(atk: Callable | None, x: torch.Tensor, seed: int) -> torch.Tensor:
+    """``atk(x)`` under :func:`seeded` (``x`` itself when ``atk`` is ``None``), detached."""
+    if atk is None:
+        return x
+    with seeded(seed, x.device):
+        adv = atk(x)
+    if not isinstance(adv, torch.Tensor) or adv.shape != x.shape:
+        raise ValueError(
+            f"attack {type(atk).__name__} must return a tensor shaped like its input {tuple(x.shape)}, "
+            f"got {getattr(adv, 'shape', type(adv).__name__)}."
+        )
+    return adv.detach()
+
+
+class Scorer:
+    """Score / classify batches through the detector's bare methods.  A detector that
+    declares ``needs_input_grad`` (its score differentiates w.r.t. the input) is called
+    with gradients enabled, every other one under ``torch.no_grad``."""
+
+    def __init__(self, detector) -> None:
+        self.det = detector
+        self.need_grad = bool(getattr(detector, "needs_input_grad", False))
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.set_grad_enabled(self.need_grad):
+            return self.det._score(x).detach()
+
+    def score_np(self, x: torch.Tensor) -> np.ndarray:
+        return self.score(x).cpu().numpy().astype(np.float64)
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor | None:
+        with torch.no_grad():
+            try:
+                return self.det._classify(x)
+            except NotImplementedError:
+                return None
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(B, C, H, W) in [0, 1] -> (B, H, W, C) uint8."""
+    return (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
