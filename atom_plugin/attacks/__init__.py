@@ -9,6 +9,7 @@ from .registry import ATTACKS, attack_info, create_attack, list_attacks, registe
 from .ood_pgd import OODPGD
 from .ood_fgsm import OODFGSM
 from .ood_apgd import OODAPGD
+from .ood_square import OODSquare
 from .corruption import CorruptionAttack
 from .compositional import CompositionalAttack
 from .ood_multi import OODMultiAttack

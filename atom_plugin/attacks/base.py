@@ -78,7 +78,11 @@ def _score_from_loss(detector: Detector) -> Callable | None:
     if t._attack_loss is Detector._attack_loss and t.attack_loss is Detector.attack_loss:
         return torch.neg  # the default objective is -score
     from ..detectors.reject import RejectClass, RejectSum
+    from ..detectors.score_fn import ScoreDetector
 
+    if isinstance(detector, ScoreDetector) and detector.attack_loss_fn is None \
+            and t._attack_loss is ScoreDetector._attack_loss and t._score is ScoreDetector._score:
+        return torch.neg  # attack_loss = -score
     if t in (RejectClass, RejectSum):  # score = exp(-reject nll), computed the same way
         return lambda f: torch.exp(-f)
     return None
