@@ -25,11 +25,12 @@ __all__ = ["PenultimateDetector", "iter_fit_batches"]
 
 def iter_fit_batches(loader: Iterable, device: torch.device, *, name: str = "loader",
                      max_samples: int | None = None, show_progress: bool = False,
-                     desc: str = "fit") -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+                     desc: str = "fit", drop_unknown: bool = True
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """Validated fit batches ``(x, y)`` on ``device``: every batch is checked (images in
     [0, 1], no NaN, the same ``(C, H, W)`` as the first batch), samples with labels ``< 0``
-    are dropped, at most ``max_samples`` images in all.  Raises ``ValueError`` if the loader
-    yields no usable image."""
+    are dropped (kept with ``drop_unknown=False``), at most ``max_samples`` images in all.
+    Raises ``ValueError`` if the loader yields no usable image."""
     if max_samples is not None:
         check_int(max_samples, "max_samples", low=1)
     shape, n = None, 0
@@ -46,8 +47,9 @@ def iter_fit_batches(loader: Iterable, device: torch.device, *, name: str = "loa
         if y is not None:
             if y.dim() != 1 or y.shape[0] != x.shape[0]:
                 raise ValueError(f"`{name}` batch {i}: labels must have shape ({x.shape[0]},), got {tuple(y.shape)}.")
-            known = y >= 0
-            x, y = x[known.to(x.device)], y[known]
+            if drop_unknown:
+                known = y >= 0
+                x, y = x[known.to(x.device)], y[known]
         if max_samples is not None:
             x, y = x[: max_samples - n], (None if y is None else y[: max_samples - n])
         if x.shape[0] == 0:

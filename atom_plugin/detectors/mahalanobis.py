@@ -10,17 +10,28 @@ Mahalanobis distance to the closest class; higher = more in-distribution).  With
 folded back into the weights) on ``(M_1, ..., M_L)`` is trained with
 **OOD as the positive class** (label 1, as in Lee et al.'s code), so
 
-* ``score(x) = sum_l a_l M_l(x) + b`` is the OOD logit (``sigmoid(score) = P(OOD)``);
-* ``attack_loss(x) = log(1 + exp(-score(x))) = -log P(OOD)`` (paper eq. 116).
+* ``score(x) = sum_l a_l M_l(x) + b`` is the OOD logit (``sigmoid(score) = P(OOD)``), the
+  paper's logistic detector, whatever the attack objective;
+* ``attack_loss(x)`` (``attack_objective``):
 
-Saturation: eq. 116 is ``softplus(-d)`` with ``d`` the OOD logit; its gradient is
-``-sigmoid(-d) grad d``, which underflows to exactly 0 in float32 once ``d > ~88``
-(``P(OOD) > 1 - 1e-38``), e.g. for inputs far from the training data.  A sign-gradient
-attack (PGD, APGD) then does not move at all.  ``attack_objective="logit"`` uses ``-d``
-instead: a strictly increasing function of eq. 116, so the same maximizers, the same
-sign gradients wherever eq. 116's gradient is representable and the same accept / reject
-comparisons, but no underflow.  The default stays the paper's eq. 116; :meth:`fit` warns
-(:class:`SaturationWarning`) when OOD logits of its fitting data reach the saturated range.
+  - ``"logit"`` (default): ``-score(x) = -sum_l a_l M_l(x) - b``, a weighted sum of the
+    negative minimum class-conditional distances per layer.  Linear in the distances, it
+    never saturates, and it is a strictly increasing function of eq. 116, so it has the
+    same maximizers and the same accept / reject decisions;
+  - ``"logistic"``: ``log(1 + exp(-score(x))) = -log P(OOD)`` (paper eq. 116, and the
+    official ATOM code).
+
+Saturation of eq. 116: it is ``softplus(-d)`` with ``d`` the OOD logit; its gradient is
+``-sigmoid(-d) grad d``, exactly 0 in float32 once ``exp(-d)`` underflows (``d > ~104``),
+e.g. for clean OOD inputs far from the training data (issue #12 measured ``d ~ 600``): a
+sign-gradient attack (PGD, APGD) then does not move at all.  With
+``attack_objective="logistic"`` the detector warns (:class:`SaturationWarning`) when
+
+* :meth:`fit`: OOD fitting examples reach the saturated range, and
+* :meth:`attack_loss` / the attacks' calls of ``_attack_loss``: at least half of the
+  **inputs being attacked** have an exactly-zero gradient factor ``exp(-d) == 0`` (checked
+  on the first call and then on every 32nd, so the check costs one host sync per 32
+  objective evaluations; ``check_saturation=False`` turns it off).
 
 Everything is differentiable in ``x``: the min over classes passes the gradient to the
 closest class, and the preprocessing direction ``sign(...)`` is piecewise constant (zero
@@ -44,7 +55,8 @@ import torch.nn.functional as F
 
 from .._validation import check_choice, check_float, check_images, check_int
 from ..features import FeatureTap
-from ..objectives import mahalanobis_logistic
+from .._utils import eval_mode, module_device, progress
+from ._fitting import iter_fit_batches
 from .base import Detector, NotFittedError
 from .registry import register_detector
 
@@ -57,6 +69,10 @@ class SaturationWarning(UserWarning):
 
 #: OOD logit above which softplus(-d) and its gradient underflow in float32 (e^-88 ~ 1e-38).
 _SATURATION = 80.0
+#: attacked inputs: warn when at least this fraction has an exactly-zero eq. 116 gradient
+_SATURATED_FRACTION = 0.5
+#: ... checked on the first objective evaluation and then on every this-many-th
+_CHECK_EVERY = 32
 
 
 def _pool(f: torch.Tensor) -> torch.Tensor:
@@ -69,28 +85,6 @@ def _pool(f: torch.Tensor) -> torch.Tensor:
     if f.dim() == 2:
         return f
     return f.flatten(1)
-
-
-def _split(batch) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if isinstance(batch, (list, tuple)):
-        x = batch[0]
-        y = batch[1] if len(batch) > 1 and isinstance(batch[1], torch.Tensor) else None
-        return x, y
-    return batch, None
-
-
-def _device(model: nn.Module) -> torch.device:
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device
-    return torch.device("cpu")
-
-
-def _progress(it, enabled: bool, desc: str):
-    if not enabled:
-        return it
-    from tqdm.auto import tqdm
-
-    return tqdm(it, desc=desc, leave=False)
 
 
 def _lr_kwargs() -> dict:
@@ -109,7 +103,8 @@ def _lr_kwargs() -> dict:
     return kw
 
 
-@register_detector("mahalanobis", head="any")
+@register_detector("mahalanobis", head="any",
+                   help="layer-wise Mahalanobis distances + logistic regression (Lee et al., NeurIPS 2018); fitted")
 class Mahalanobis(Detector):
     """Mahalanobis-distance detector; call :meth:`fit` before scoring.
 
@@ -123,8 +118,11 @@ class Mahalanobis(Detector):
         rcond: eigenvalues of a covariance below ``rcond * max eigenvalue`` are dropped
             (pseudo-inverse of a singular covariance).
         ridge: added to the covariance as ``ridge * mean eigenvalue * I`` before inversion.
-        attack_objective: ``"logistic"`` (paper eq. 116, default) or ``"logit"`` (``-score``,
-            its non-saturating monotone equivalent; see the module docstring).
+        attack_objective: ``"logit"`` (``-score``, default: non-saturating, a monotone
+            equivalent of eq. 116) or ``"logistic"`` (paper eq. 116; saturates far from the
+            data, see the module docstring).
+        check_saturation: with ``"logistic"``, warn when the objective's gradient is exactly
+            zero on at least half of the inputs being attacked.
 
     After :meth:`fit`: ``coef`` ``(L,)``, ``intercept`` ``()``, per-layer buffers
     ``mean_l`` ``(K, D_l)`` and ``whiten_l`` ``(D_l, r_l)``; ``lr_`` is the fitted
@@ -138,7 +136,7 @@ class Mahalanobis(Detector):
 
     def __init__(self, model: nn.Module, layers: Sequence[str] | None = None, noise: float = 0.0,
                  num_classes: int | None = None, rcond: float = 1e-6, ridge: float = 0.0,
-                 attack_objective: str = "logistic") -> None:
+                 attack_objective: str = "logit", check_saturation: bool = True) -> None:
         super().__init__(model, num_classes)
         tap = FeatureTap(model, layers)
         object.__setattr__(self, "_tap", tap)  # not a submodule: the model is registered once
@@ -146,7 +144,9 @@ class Mahalanobis(Detector):
         self.noise = check_float(noise, "noise", low=0.0)
         self.rcond = check_float(rcond, "rcond", low=0.0)
         self.ridge = check_float(ridge, "ridge", low=0.0)
-        self.attack_objective = check_choice(attack_objective, "attack_objective", ("logistic", "logit"))
+        self.attack_objective = check_choice(attack_objective, "attack_objective", ("logit", "logistic"))
+        self.check_saturation = bool(check_saturation)
+        self._objective_calls = 0
         for i in range(len(self.layers)):
             self.register_buffer(f"mean_{i}", torch.empty(0))
             self.register_buffer(f"whiten_{i}", torch.empty(0))
@@ -239,31 +239,40 @@ class Mahalanobis(Detector):
 
     def _attack_loss(self, x: torch.Tensor) -> torch.Tensor:
         self._require_fit()
+        d = self._layer_scores(x) @ self.coef + self.intercept  # the OOD logit (= score)
         if self.attack_objective == "logit":
-            return -(self._layer_scores(x) @ self.coef + self.intercept)
-        return mahalanobis_logistic(self._layer_scores(x), self.coef, self.intercept)
+            return -d
+        if self.check_saturation:
+            self._objective_calls += 1
+            if self._objective_calls % _CHECK_EVERY == 1:
+                self._warn_if_saturated(d)
+        return F.softplus(-d)  # mahalanobis_logistic(M, coef, intercept), eq. 116
+
+    @staticmethod
+    def _warn_if_saturated(d: torch.Tensor) -> None:
+        """Warn when eq. 116's gradient factor ``exp(-d)`` is exactly 0 (so the input gradient
+        is exactly 0) on at least half of the inputs.  One host sync."""
+        frac = (torch.exp(-d.detach()) == 0).float().mean().item()
+        if frac >= _SATURATED_FRACTION:
+            warnings.warn(
+                f"Mahalanobis: eq. 116 (attack_objective='logistic') has an exactly zero float32 input gradient "
+                f"on {frac:.0%} of the {d.shape[0]} inputs being attacked (OOD logit above ~104), so gradient "
+                "attacks cannot move them; attack_objective='logit' is the equivalent non-saturating objective.",
+                SaturationWarning, stacklevel=3)
 
     # -- fitting ---------------------------------------------------------------------------
     @torch.no_grad()
     def _fit_stats(self, loader: Iterable, max_samples: int | None, progress: bool) -> None:
-        dev = _device(self.model)
-        k = self.num_classes
+        """Step 1: class means and the tied covariance per layer (float64 sums, batched)."""
+        dev, k = module_device(self.model), self.num_classes
         sums: list[torch.Tensor] = []
         outer: list[torch.Tensor] = []
         counts = torch.zeros(k, dtype=torch.float64, device=dev)
-        n = 0
-        for batch in _progress(loader, progress, "Mahalanobis: class statistics"):
-            x, y = _split(batch)
-            if n == 0:
-                check_images(x, "id_loader images")
-            x = x.to(dev)
-            if max_samples is not None:
-                x = x[: max_samples - n]
-                y = y[: max_samples - n] if y is not None else None
+        for x, y in iter_fit_batches(loader, dev, name="id_loader", max_samples=max_samples, drop_unknown=False,
+                                     show_progress=progress, desc="Mahalanobis: class statistics"):
             logits, feats = self._tap(x)
             if y is None or bool((y < 0).any()):
                 y = logits[:, :k].argmax(dim=1)  # unlabeled data: use the classifier's labels
-            y = y.to(dev).long()
             if bool((y >= k).any()):
                 raise ValueError(f"`id_loader` labels must be in [0, {k}), got max {int(y.max())}.")
             onehot = F.one_hot(y, k).to(torch.float64)  # (B, K)
@@ -275,11 +284,6 @@ class Mahalanobis(Detector):
                     outer.append(torch.zeros(h.shape[1], h.shape[1], dtype=torch.float64, device=dev))
                 sums[i] += onehot.T @ h
                 outer[i] += h.T @ h
-            n += x.shape[0]
-            if max_samples is not None and n >= max_samples:
-                break
-        if n == 0:
-            raise ValueError("`id_loader` yielded no images.")
         if bool((counts == 0).any()):
             missing = torch.nonzero(counts == 0).flatten().tolist()
             raise ValueError(
@@ -287,33 +291,28 @@ class Mahalanobis(Detector):
                 "the class means need every class (use more data or a class-balanced loader)."
             )
         for i in range(len(self.layers)):
-            mu = sums[i] / counts[:, None]  # (K, D)
-            cov = (outer[i] - (mu.T * counts) @ mu) / n  # within-class (tied) covariance
-            cov = 0.5 * (cov + cov.T)
-            evals, evecs = torch.linalg.eigh(cov)
-            top = evals.max().clamp_min(0.0)
-            if self.ridge > 0:
-                evals = evals + self.ridge * evals.clamp_min(0.0).mean()
-            keep = evals > self.rcond * top
-            if not bool(keep.any()):
-                raise ValueError(f"Layer {self.layers[i]!r} has zero feature variance; choose other `layers`.")
-            w = evecs[:, keep] / evals[keep].sqrt()  # W W^T = pinv(cov)
-            setattr(self, f"mean_{i}", mu.to(torch.float32))
-            setattr(self, f"whiten_{i}", w.to(torch.float32))
+            self._set_whitening(i, sums[i] / counts[:, None], outer[i], counts)
+
+    def _set_whitening(self, i: int, mu: torch.Tensor, outer: torch.Tensor, counts: torch.Tensor) -> None:
+        """Step 1b: ``W W^T = pinv(cov)`` of layer ``i`` from its float64 sums."""
+        cov = (outer - (mu.T * counts) @ mu) / counts.sum()  # within-class (tied) covariance
+        evals, evecs = torch.linalg.eigh(0.5 * (cov + cov.T))
+        top = evals.max().clamp_min(0.0)
+        if self.ridge > 0:
+            evals = evals + self.ridge * evals.clamp_min(0.0).mean()
+        keep = evals > self.rcond * top
+        if not bool(keep.any()):
+            raise ValueError(f"Layer {self.layers[i]!r} has zero feature variance; choose other `layers`.")
+        setattr(self, f"mean_{i}", mu.to(torch.float32))
+        setattr(self, f"whiten_{i}", (evecs[:, keep] / evals[keep].sqrt()).to(torch.float32))
 
     def _collect(self, loader: Iterable, n_max: int, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        xs, ys, n = [], [], 0
-        for batch in loader:
-            x, y = _split(batch)
-            if n == 0:
-                check_images(x, name)
-            xs.append(x[: n_max - n])
-            ys.append(y[: n_max - n] if y is not None else None)
-            n += xs[-1].shape[0]
-            if n >= n_max:
-                break
-        if n == 0:
-            raise ValueError(f"`{name}` yielded no images.")
+        """At most ``n_max`` validated images (and labels, if every batch has them)."""
+        xs, ys = [], []
+        for x, y in iter_fit_batches(loader, module_device(self.model), name=name, max_samples=n_max,
+                                     drop_unknown=False):
+            xs.append(x)
+            ys.append(y)
         y = None if any(v is None for v in ys) else torch.cat(ys)
         return torch.cat(xs), y
 
@@ -338,6 +337,66 @@ class Mahalanobis(Detector):
                 out.append(self._layer_scores(x[s: s + batch_size], noise).detach().cpu().double())
         return torch.cat(out).numpy()
 
+    def _regression_data(self, id_loader, ood_loader, lr_id_loader, lr_samples: int, fgsm_eps: float,
+                         batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step 2: ID images (label 0) and OOD images (label 1, FGSM negatives by default)."""
+        x_in, y_in = self._collect(lr_id_loader if lr_id_loader is not None else id_loader, lr_samples,
+                                   "lr_id_loader" if lr_id_loader is not None else "id_loader")
+        if ood_loader is not None:
+            return x_in, self._collect(ood_loader, lr_samples, "ood_loader")[0]
+        return x_in, self._fgsm(x_in, y_in, fgsm_eps, batch_size)
+
+    def _fit_lr(self, a: np.ndarray, b: np.ndarray, seed: int):
+        """Logistic regression (OOD = 1) on standardized layer scores (distances can be
+        ~1e4, which makes lbfgs crawl)."""
+        from sklearn.linear_model import LogisticRegressionCV
+        from sklearn.model_selection import StratifiedKFold
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+        from threadpoolctl import threadpool_limits
+
+        feats = np.concatenate([a, b])
+        labels = np.concatenate([np.zeros(len(a)), np.ones(len(b))])
+        cv = StratifiedKFold(min(5, len(a), len(b)), shuffle=True, random_state=seed)
+        pipe = make_pipeline(StandardScaler(), LogisticRegressionCV(cv=cv, max_iter=2000, **_lr_kwargs()))
+        with threadpool_limits(1):  # L features: threads only add overhead
+            return pipe.fit(feats, labels)
+
+    def _choose_noise(self, grid, x_in, x_out, batch_size: int, seed: int, progress_bar: bool):
+        """Step 3: the ``noise`` with the lowest FPR at 95% TPR on a held-out half."""
+        from ..metrics import fpr_at_tpr
+
+        rng, best = np.random.default_rng(seed), None
+        for noise in progress(grid, progress_bar and len(grid) > 1, "Mahalanobis: noise"):
+            s_in, s_out = self._scores_np(x_in, noise, batch_size), self._scores_np(x_out, noise, batch_size)
+            if len(grid) == 1:
+                return noise, s_in, s_out
+            pi, po = rng.permutation(len(s_in)), rng.permutation(len(s_out))
+            hi, ho = len(pi) // 2, len(po) // 2
+            lr = self._fit_lr(s_in[pi[:hi]], s_out[po[:ho]], seed)
+            fpr = fpr_at_tpr(lr.decision_function(s_in[pi[hi:]]), lr.decision_function(s_out[po[ho:]]))
+            if best is None or fpr < best[0]:
+                best = (fpr, noise, s_in, s_out)
+        return best[1:]
+
+    def _set_regression(self, s_in: np.ndarray, s_out: np.ndarray, seed: int) -> None:
+        """Step 4: fit the regression and fold the standardization into ``coef``/``intercept``;
+        warn if eq. 116 saturates on the OOD fitting data."""
+        self.lr_ = lr = self._fit_lr(s_in, s_out, seed)
+        scaler, reg = lr[0], lr[-1]
+        coef = reg.coef_[0] / scaler.scale_
+        intercept = reg.intercept_[0] - float(np.dot(coef, scaler.mean_))
+        dev = module_device(self.model)
+        self.coef = torch.as_tensor(coef, dtype=torch.float32, device=dev)
+        self.intercept = torch.as_tensor(intercept, dtype=torch.float32, device=dev)
+        saturated = float(np.mean(s_out @ coef + intercept > _SATURATION))
+        if saturated > 0 and self.attack_objective == "logistic":
+            warnings.warn(
+                f"Mahalanobis: {saturated:.0%} of the OOD fitting examples have an OOD logit above "
+                f"{_SATURATION:g}, where eq. 116 (attack_objective='logistic') has an exactly zero float32 "
+                "gradient, so gradient attacks cannot move them; attack_objective='logit' is the "
+                "equivalent non-saturating objective.", SaturationWarning, stacklevel=3)
+
     def fit(self, id_loader: Iterable, ood_loader: Iterable | None = None, *,
             lr_id_loader: Iterable | None = None, lr_samples: int = 1000, fgsm_eps: float = 0.05,
             noise_grid: Sequence[float] | None = None, max_samples: int | None = None,
@@ -346,103 +405,38 @@ class Mahalanobis(Detector):
 
         Args:
             id_loader: in-distribution data, batches ``(x, y)`` or bare ``x`` (images in
-                [0, 1]).  Labels ``< 0`` or missing -> the classifier's predictions are
-                used as classes.  Typically the training set.
+                [0, 1]; every batch is checked: range, NaN, one image size).  Labels ``< 0``
+                or missing -> the classifier's predictions are used as classes.
             ood_loader: OOD examples for the logistic regression (label 1).  If ``None``,
                 FGSM-perturbed ID images (``fgsm_eps``, on the classification loss) play
                 that role, as in Lee et al. and the ATOM paper (Appendix B.3).
-            lr_id_loader: ID images for the logistic regression (label 0); default
-                ``id_loader`` (the paper uses 1000 ID test images).
+            lr_id_loader: ID images for the regression (label 0); default ``id_loader``.
             lr_samples: at most this many images per class of the regression (1000).
             fgsm_eps: FGSM step for the default negatives (0.05).
             noise_grid: candidate ``noise`` values (paper: ``{0, 0.01, 0.005, 0.002,
                 0.0014, 0.001, 0.0005}``); the one with the lowest FPR at 95% TPR on a
-                held-out half of the regression data is kept in ``self.noise``.
-                Default: keep ``self.noise``.
+                held-out half of the regression data is kept.  Default: keep ``self.noise``.
             max_samples: use at most this many ``id_loader`` images for the statistics.
             batch_size: batch size for the regression features.
             seed: seed of the regression's cross-validation split.
             progress: show tqdm progress bars.
 
-        The model is put in eval mode during fitting and every module's mode is restored
-        afterwards.  Model parameters get no gradients (only ``torch.autograd.grad`` w.r.t.
-        the images is used).
-        Returns ``self``.
+        Eval mode during fitting (every module's mode restored); the model's parameters get
+        no gradients.  Returns ``self``.
         """
-        from sklearn.linear_model import LogisticRegressionCV
-        from sklearn.model_selection import StratifiedKFold
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-        from threadpoolctl import threadpool_limits
-
         check_int(lr_samples, "lr_samples", low=2)
         check_int(batch_size, "batch_size", low=1)
         check_float(fgsm_eps, "fgsm_eps", low=0.0)
-        if max_samples is not None:
-            check_int(max_samples, "max_samples", low=1)
         grid = [self.noise] if noise_grid is None else [check_float(v, "noise_grid", low=0.0) for v in noise_grid]
         if not grid:
             raise ValueError("`noise_grid` is empty; give at least one value (e.g. [0.0]).")
-        modes = {m: m.training for m in self.modules()}
-        self.eval()
-        try:
+        with eval_mode(self):
             self.fitted = False
             self._fit_stats(id_loader, max_samples, progress)
-            dev = _device(self.model)
-            x_in, y_in = self._collect(lr_id_loader if lr_id_loader is not None else id_loader,
-                                       lr_samples, "lr_id_loader" if lr_id_loader is not None else "id_loader")
-            x_in = x_in.to(dev)
-            if ood_loader is not None:
-                x_out = self._collect(ood_loader, lr_samples, "ood_loader")[0].to(dev)
-            else:
-                x_out = self._fgsm(x_in, y_in, fgsm_eps, batch_size)
-            rng = np.random.default_rng(seed)
-
-            def fit_lr(a: np.ndarray, b: np.ndarray):
-                feats = np.concatenate([a, b])
-                labels = np.concatenate([np.zeros(len(a)), np.ones(len(b))])  # OOD = 1
-                cv = StratifiedKFold(min(5, len(a), len(b)), shuffle=True, random_state=seed)
-                # standardized inputs: distances can be ~1e4, which makes lbfgs crawl
-                pipe = make_pipeline(StandardScaler(),
-                                     LogisticRegressionCV(cv=cv, max_iter=2000, **_lr_kwargs()))
-                with threadpool_limits(1):  # L features: threads only add overhead
-                    return pipe.fit(feats, labels)
-
-            best = None
-            for noise in _progress(grid, progress and len(grid) > 1, "Mahalanobis: noise"):
-                s_in = self._scores_np(x_in, noise, batch_size)
-                s_out = self._scores_np(x_out, noise, batch_size)
-                if len(grid) == 1:
-                    best = (0.0, noise, s_in, s_out)
-                    break
-                from ..metrics import fpr_at_tpr
-
-                pi, po = rng.permutation(len(s_in)), rng.permutation(len(s_out))
-                hi, ho = len(pi) // 2, len(po) // 2
-                lr = fit_lr(s_in[pi[:hi]], s_out[po[:ho]])
-                fpr = fpr_at_tpr(lr.decision_function(s_in[pi[hi:]]), lr.decision_function(s_out[po[ho:]]))
-                if best is None or fpr < best[0]:
-                    best = (fpr, noise, s_in, s_out)
-            _, self.noise, s_in, s_out = best
-            lr = fit_lr(s_in, s_out)
-            self.lr_ = lr
-            scaler, reg = lr[0], lr[-1]
-            coef = reg.coef_[0] / scaler.scale_  # fold the standardization into the weights
-            intercept = reg.intercept_[0] - float(np.dot(coef, scaler.mean_))
-            self.coef = torch.as_tensor(coef, dtype=torch.float32, device=dev)
-            self.intercept = torch.as_tensor(intercept, dtype=torch.float32, device=dev)
+            x_in, x_out = self._regression_data(id_loader, ood_loader, lr_id_loader, lr_samples, fgsm_eps, batch_size)
+            self.noise, s_in, s_out = self._choose_noise(grid, x_in, x_out, batch_size, seed, progress)
+            self._set_regression(s_in, s_out, seed)
             self.fitted = True
-            d_out = s_out @ coef + intercept
-            saturated = float(np.mean(d_out > _SATURATION))
-            if saturated > 0 and self.attack_objective == "logistic":
-                warnings.warn(
-                    f"Mahalanobis: {saturated:.0%} of the OOD fitting examples have an OOD logit above "
-                    f"{_SATURATION:g}, where eq. 116 (attack_objective='logistic') has an exactly zero float32 "
-                    "gradient, so gradient attacks cannot move them; attack_objective='logit' is the "
-                    "equivalent non-saturating objective.", SaturationWarning, stacklevel=2)
-        finally:
-            for m, mode in modes.items():
-                m.training = mode
         return self
 
     def extra_repr(self) -> str:

@@ -215,9 +215,12 @@ def test_mahalanobis_distances_match_numpy(world):
 
 
 def test_mahalanobis_sign_chain_end_to_end(world):
-    """OOD is the positive class of the regression; score = its OOD logit; attack_loss =
-    -log P(OOD) (eq. 116); maximizing attack_loss lowers the score."""
-    det = world["maha_ood"]
+    """OOD is the positive class of the regression; score = its OOD logit; the default
+    attack_loss is -score (non-saturating), "logistic" is -log P(OOD) (eq. 116);
+    maximizing either lowers the score."""
+    det = Mahalanobis(world["kway"], attack_objective="logistic")
+    det.load_state_dict(world["maha_ood"].state_dict())
+    det.lr_ = world["maha_ood"].lr_
     x = torch.cat([world["test_id"][:16], world["test_ood"][:16]])
     with torch.no_grad():
         m = det.layer_scores(x).double().numpy()
@@ -228,6 +231,8 @@ def test_mahalanobis_sign_chain_end_to_end(world):
     p_ood = det.lr_.predict_proba(m)[:, 1]
     np.testing.assert_allclose(1 / (1 + np.exp(-score)), p_ood, atol=1e-4)
     np.testing.assert_allclose(loss, -np.log(p_ood), rtol=1e-3, atol=1e-4)
+    with torch.no_grad():
+        np.testing.assert_allclose(world["maha_ood"].attack_loss(x).double().numpy(), -score, rtol=1e-6)
     assert score[16:].mean() > score[:16].mean()  # OOD images get larger OOD logits
     assert (m[:16].mean(0) > m[16:].mean(0)).all()  # M_l is a confidence: higher for ID
 
@@ -238,8 +243,8 @@ def test_mahalanobis_fgsm_noise_fit_and_saturation(world):
     xi, yi = world["train"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SaturationWarning)
-        det = Mahalanobis(world["kway"], num_classes=K).fit([(xi[:128], yi[:128])], lr_samples=64,
-                                                            noise_grid=[0.0, 0.002])
+        det = Mahalanobis(world["kway"], num_classes=K, attack_objective="logistic", check_saturation=False).fit(
+            [(xi[:128], yi[:128])], lr_samples=64, noise_grid=[0.0, 0.002])
     assert det.noise in (0.0, 0.002)
     assert _auroc(det, world["test_id"], world["test_ood"]) > 0.9
     x = world["test_ood"][:8].clone().requires_grad_(True)
@@ -252,9 +257,9 @@ def test_mahalanobis_fgsm_noise_fit_and_saturation(world):
     assert (det.score(x) > 100).all() and (g_paper == 0).all()
     # where eq. 116 is not saturated (the OOD-fitted detector, d ~ 10), both objectives give
     # the same ascent direction
-    paper = world["maha_ood"]
-    logit2 = Mahalanobis(world["kway"], attack_objective="logit")
-    logit2.load_state_dict(paper.state_dict())
+    paper = Mahalanobis(world["kway"], attack_objective="logistic")
+    paper.load_state_dict(world["maha_ood"].state_dict())
+    logit2 = world["maha_ood"]
     (g1,) = torch.autograd.grad(paper.attack_loss(x).sum(), x)
     (g2,) = torch.autograd.grad(logit2.attack_loss(x).sum(), x)
     assert (g1.flatten(1).abs().sum(1) > 0).all()
@@ -301,7 +306,7 @@ def test_mahalanobis_state_dict_round_trip(world):
 def test_mahalanobis_fit_restores_modes_and_leaves_no_grads(world):
     net = world["kway"]
     xi, yi = world["train"]
-    det = Mahalanobis(net)
+    det = Mahalanobis(net, attack_objective="logistic")
     det.train()
     net.model.fc.train()
     modes = {n: m.training for n, m in det.named_modules()}
@@ -447,3 +452,65 @@ def test_preprocessing_detectors_work_under_no_grad_and_inference_mode(world):
         with torch.inference_mode():
             torch.testing.assert_close(noisy.score(x.clone()), ref)
         torch.testing.assert_close(noisy.predict(x), ref)
+
+
+# -- Mahalanobis: the non-saturating objective and the saturation check on attacked inputs (#12)
+@pytest.fixture(scope="module")
+def maha_fgsm(world):
+    """Fitted on FGSM negatives (no OOD data): uniform-noise OOD images get OOD logits ~200,
+    where eq. 116 is saturated."""
+    xi, yi = world["train"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SaturationWarning)
+        return Mahalanobis(world["kway"], num_classes=K).fit([(xi[:128], yi[:128])], lr_samples=64)
+
+
+def test_mahalanobis_default_objective_moves_pgd_where_eq116_does_not(world, maha_fgsm):
+    from atom_plugin.attacks import OODPGD
+
+    x = world["test_ood"][:16]
+    paper = Mahalanobis(world["kway"], attack_objective="logistic", check_saturation=False)
+    paper.load_state_dict(maha_fgsm.state_dict())
+    with torch.no_grad():
+        s0 = maha_fgsm.score(x)
+    assert (s0 > 110).all()  # saturated range of eq. 116
+    adv_default = OODPGD(maha_fgsm, eps=8 / 255, alpha=2 / 255, steps=5, seed=0)(x)
+    adv_paper = OODPGD(paper, eps=8 / 255, alpha=2 / 255, steps=5, seed=0)(x)
+    with torch.no_grad():
+        s_default, s_paper = maha_fgsm.score(adv_default), maha_fgsm.score(adv_paper)
+    assert (s_default < s0 - 1.0).all()  # every image's OOD logit drops
+    torch.testing.assert_close(s_paper, s0)  # zero gradient: PGD keeps the clean images
+    # the reported score is the paper's logistic detector in both cases
+    torch.testing.assert_close(paper.score(x), maha_fgsm.score(x))
+
+
+def test_mahalanobis_warns_on_saturated_attacked_inputs(world, maha_fgsm):
+    from atom_plugin.attacks import OODPGD
+
+    paper = Mahalanobis(world["kway"], attack_objective="logistic")
+    paper.load_state_dict(maha_fgsm.state_dict())
+    with pytest.warns(SaturationWarning, match="inputs being attacked"):
+        OODPGD(paper, eps=8 / 255, alpha=2 / 255, steps=2, seed=0)(world["test_ood"][:8])
+    # ID inputs (OOD logit small): gradient exists, no warning; the default objective never warns
+    paper._objective_calls = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SaturationWarning)
+        paper.attack_loss(world["test_id"][:8])
+        maha_fgsm.attack_loss(world["test_ood"][:8])
+        OODPGD(maha_fgsm, eps=8 / 255, alpha=2 / 255, steps=2, seed=0)(world["test_ood"][:8])
+
+
+def test_mahalanobis_fit_checks_every_batch_and_is_short(world):
+    import inspect
+
+    xi, yi = world["train"]
+    bad_nan = xi[64:96].clone()
+    bad_nan[0, 0, 0, 0] = float("nan")
+    det = Mahalanobis(world["kway"])
+    with pytest.raises(ValueError, match="id_loader batch 1` contains NaN"):
+        det.fit([(xi[:64], yi[:64]), (bad_nan, yi[64:96])])
+    with pytest.raises(ValueError, match=r"id_loader batch 2` must have values in \[0, 1\]"):
+        det.fit([(xi[:32], yi[:32]), (xi[32:64], yi[32:64]), (xi[64:96] + 1.5, yi[64:96])])
+    with pytest.raises(ValueError, match="id_loader` batch 1 has images of shape"):
+        det.fit([(xi[:64], yi[:64]), (F.interpolate(xi[64:96], size=4), yi[64:96])])
+    assert len(inspect.getsource(Mahalanobis.fit).splitlines()) <= 80
