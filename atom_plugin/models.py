@@ -25,13 +25,40 @@ class Normalize(nn.Module):
 
     ``forward(x)`` computes ``model((x - mean) / std)`` with per-channel ``mean``/``std``.
     The wrapped model stays reachable as ``.model``; ``mean``/``std`` are buffers of shape
-    ``(1, C, 1, 1)`` that follow ``.to(device)``.
+    ``(1, C, 1, 1)`` that follow ``.to(device)``; ``len(mean)`` is the number of input
+    channels the model expects (:func:`atom_plugin._validation.expected_channels`).
+
+    ``input_size`` (``int`` or ``(H, W)``): resize every input bilinearly to this size
+    first (differentiable, so attacks still work on the original resolution).  This is the
+    pretrained-resolution path for e.g. a ViT pretrained at 224x224 used on 32x32 CIFAR
+    images: keep the model at its pretrained ``img_size`` and resize the images, instead of
+    building it with ``img_size=32`` (which resamples a 14x14 position embedding to 2x2
+    tokens).  ``create_timm_model(..., input_size=224)`` sets it.
+
+    Wrapping a model that already normalizes (it contains a ``Normalize``, e.g. the result
+    of ``create_timm_model``) raises ``ValueError``: that would normalize twice.
     """
 
-    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float],
+                 input_size: int | Sequence[int] | None = None) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be an nn.Module, got {type(model).__name__}.")
+        inner_norm = next((n for n, m in model.named_modules() if isinstance(m, Normalize)), None)
+        if inner_norm is not None or getattr(_unwrap(model), "ood_normalizes_inputs", False):
+            where = "" if inner_norm is None else " (it is an atom_plugin.models.Normalize)" if inner_norm == "" \
+                else f" (it contains an atom_plugin.models.Normalize at {inner_norm!r})"
+            raise ValueError(
+                f"`model` already normalizes its inputs{where}; wrapping it in Normalize again would normalize twice. "
+                "Pass it as it is: create_timm_model and load_robustbench_model return models that take images "
+                "in [0, 1]."
+            )
+        if input_size is not None:
+            size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+            if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size):
+                raise ValueError(f"`input_size` must be an int or (height, width) of positive ints, got {input_size!r}.")
+            input_size = size
+        self.input_size = input_size
         mean_t = torch.as_tensor(mean, dtype=torch.float32).flatten()
         std_t = torch.as_tensor(std, dtype=torch.float32).flatten()
         if mean_t.numel() != std_t.numel() or mean_t.numel() == 0:
@@ -50,7 +77,12 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [0, 1] -> (B, K+R)
+        if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size:
+            x = torch.nn.functional.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False)
         return self.model(self.normalize(x))
+
+    def extra_repr(self) -> str:
+        return f"input_size={self.input_size}" if self.input_size is not None else ""
 
 
 class SmallCNN(nn.Module):
@@ -107,6 +139,8 @@ def find_classifier(model: nn.Module) -> tuple[nn.Module, str, nn.Linear]:
     candidates = [(n, m) for n, m in inner.named_modules() if isinstance(m, nn.Linear)]
     if hasattr(inner, "get_classifier"):
         head = inner.get_classifier()
+        if isinstance(head, (tuple, list)):  # timm distilled models: (head, head_dist)
+            head = head[0] if head else None
         named = [(n, m) for n, m in candidates if m is head]
         if named:
             candidates = named
@@ -126,20 +160,47 @@ def find_classifier(model: nn.Module) -> tuple[nn.Module, str, nn.Linear]:
     return parent, attr, linear
 
 
-def with_reject_head(model: nn.Module, num_classes: int, num_reject: int = 1) -> nn.Module:
+def _classifiers(inner: nn.Module):
+    """``[(parent, attr, linear), ...]``: the Linear heads of ``inner`` (two for timm's distilled
+    models, ``head`` and ``head_dist``), or ``None`` when ``get_classifier()`` is not Linear."""
+    head = inner.get_classifier() if hasattr(inner, "get_classifier") else None
+    if isinstance(head, (tuple, list)) and head and all(isinstance(h, nn.Linear) for h in head):
+        named = {id(m): n for n, m in inner.named_modules()}
+        out = []
+        for h in head:
+            name = named[id(h)]
+            parent_name, _, attr = name.rpartition(".")
+            out.append((inner.get_submodule(parent_name) if parent_name else inner, attr, h))
+        return out
+    if hasattr(inner, "reset_classifier") and isinstance(head, nn.Module) and not isinstance(head, nn.Linear):
+        return None
+    return [find_classifier(inner)]
+
+
+def with_reject_head(model: nn.Module, num_classes: int, num_reject: int = 1, *,
+                     replace_head: bool = False) -> nn.Module:
     """Give ``model`` a ``num_classes + num_reject``-way linear head, keeping the backbone.
 
-    Works on timm models (the head found through ``get_classifier()``), RobustBench models
-    and any ``nn.Module`` whose last layer is ``nn.Linear``, also under :class:`Normalize`.
-    The model is modified in place and returned.  Backbone weights are untouched; if the
-    old head had exactly ``num_classes`` outputs its weights are copied into the first
-    ``num_classes`` rows so a pretrained classifier keeps its accuracy, and the
-    ``num_reject`` new rows start from PyTorch's default initialisation.
+    Works on timm models (the head found through ``get_classifier()``; distilled models
+    such as ``deit_tiny_distilled_patch16_224`` get both heads extended), RobustBench
+    models and any ``nn.Module`` whose last layer is ``nn.Linear``, also under
+    :class:`Normalize`.  The model is modified in place and returned.  Backbone weights are
+    untouched.  What happens to the old head depends on its number of outputs:
+
+    * ``num_classes`` (a K-way classifier): its weights are copied into the first ``K``
+      rows, so a pretrained classifier keeps its accuracy; the ``R`` new rows start from
+      PyTorch's default initialisation;
+    * ``num_classes + num_reject`` (the model already has its K+R head, e.g. a trained
+      ATOM model rebuilt from a state dict): the head is kept as it is;
+    * anything else: ``ValueError``, because the trained head would be discarded
+      (``with_reject_head(ten_way_model, 5)``); pass ``replace_head=True`` to start a new
+      head on purpose (e.g. fine-tuning an ImageNet model on 10 classes).
 
     Args:
         model: the classifier, taking images in [0, 1] (wrap with :class:`Normalize` if not).
         num_classes: ``K >= 1``, the number of in-distribution classes.
         num_reject: ``R >= 0`` reject classes (1 for ATOM/NTOM/ROWL, e.g. 5 for SOFL).
+        replace_head: allow discarding a head whose size is neither ``K`` nor ``K + R``.
 
     Returns:
         ``model`` with logits of shape ``(B, K + R)`` and ``model.ood_num_classes = K``,
@@ -149,28 +210,41 @@ def with_reject_head(model: nn.Module, num_classes: int, num_reject: int = 1) ->
         raise TypeError(f"`model` must be an nn.Module, got {type(model).__name__}.")
     check_int(num_classes, "num_classes", low=1)
     check_int(num_reject, "num_reject", low=0)
+    if not isinstance(replace_head, bool):
+        raise TypeError(f"`replace_head` must be True or False, got {replace_head!r}.")
+    total = num_classes + num_reject
     inner = _unwrap(model)
-    head = inner.get_classifier() if hasattr(inner, "get_classifier") else None
-    if hasattr(inner, "reset_classifier") and isinstance(head, nn.Module) and not isinstance(head, nn.Linear):
+    heads = _classifiers(inner)
+    if heads is None:
         # timm model without a Linear head (headless, or a non-Linear head): let timm build one.
-        inner.reset_classifier(num_classes + num_reject)
+        inner.reset_classifier(total)
         model.ood_num_classes = num_classes
         model.ood_num_reject = num_reject
         return model
-    parent, attr, old = find_classifier(model)
-    new = nn.Linear(old.in_features, num_classes + num_reject, bias=True)
-    new = new.to(device=old.weight.device, dtype=old.weight.dtype)
-    if old.out_features == num_classes:
-        with torch.no_grad():
-            new.weight[:num_classes].copy_(old.weight)
-            if old.bias is not None:
-                new.bias[:num_classes].copy_(old.bias)
-            else:
-                new.bias[:num_classes].zero_()
-    setattr(parent, attr, new)
+    sizes = {old.out_features for _, _, old in heads}
+    if sizes == {total}:
+        pass  # already K+R: keep the (trained) head
+    elif sizes != {num_classes} and not replace_head:
+        raise ValueError(
+            f"`model`'s classifier has {'/'.join(map(str, sorted(sizes)))} outputs, neither num_classes={num_classes} "
+            f"nor num_classes + num_reject={total}, so its trained weights would be discarded; pass the model's own "
+            "number of classes as `num_classes`, or replace_head=True to start a new head on purpose."
+        )
+    else:
+        for parent, attr, old in heads:
+            new = nn.Linear(old.in_features, total, bias=True)
+            new = new.to(device=old.weight.device, dtype=old.weight.dtype)
+            if old.out_features == num_classes:
+                with torch.no_grad():
+                    new.weight[:num_classes].copy_(old.weight)
+                    if old.bias is not None:
+                        new.bias[:num_classes].copy_(old.bias)
+                    else:
+                        new.bias[:num_classes].zero_()
+            setattr(parent, attr, new)
     inner = _unwrap(model)
     if hasattr(inner, "num_classes"):
-        inner.num_classes = num_classes + num_reject  # timm keeps this in sync with the head
+        inner.num_classes = total  # timm keeps this in sync with the head
     model.ood_num_classes = num_classes
     model.ood_num_reject = num_reject
     return model

@@ -2,16 +2,28 @@
 
 Examples::
 
-    # ATOM on the embedded digits benchmark (CPU, minutes)
-    atom-ood train --method atom --epochs 10 --width 16 --q 0 --N 2500 --n 1344 --out runs/atom
+    # ATOM on the embedded digits benchmark with every default (N, n derived from its 5000
+    # auxiliary images; the demo's settings: --epochs 14 --q 0 -N 2500 -n 1344)
+    atom-ood train --out runs/atom
+    atom-ood train --method atom --epochs 10 --q 0 --pool-size 2500 --mined-size 1344 --out runs/atom2
     # OE on CIFAR-10 with the 300K random images, a timm backbone, paper defaults otherwise
     atom-ood train --method oe --data cifar10:/data --aux random300k:/data --timm resnet18 --out runs/oe
-    # continue an interrupted run (same options, same --out)
+    # continue an interrupted run (same options, same --out); --overwrite replaces a finished one
     atom-ood train --method atom ... --out runs/atom --resume
     # several GPUs / CPU processes
     torchrun --nproc_per_node=4 -m atom_plugin.cli train --method atom --data cifar10:/data ...
 
 The checkpoint ``<out>/last.pt`` is read by ``atom-ood eval --checkpoint <out>/last.pt``.
+``--out`` is checked before any work (the out-dir rule of
+:func:`atom_plugin.training.checkpoint.prepare_out_dir`): a file, a path under a file or
+an unwritable folder is refused, and so is a folder that holds a run unless ``--resume``
+or ``--overwrite`` is given.
+
+Mining sizes: the paper's ``N`` = 400,000 and ``n`` = 100,000 (CIFAR-10) need at least
+400,000 auxiliary images.  Without ``--pool-size`` / ``--mined-size`` the command uses
+``N = min(400000, len(aux))`` and ``n = N / 4`` (the paper's ratio), so the defaults work
+on the embedded data (5000 images: N = 5000, n = 1250) and equal the paper's on
+300K Random Images / ImageNet-RC.
 """
 from __future__ import annotations
 
@@ -19,6 +31,29 @@ import argparse
 import sys
 
 __all__ = ["add_parser", "run"]
+
+
+PAPER_POOL_SIZE = 400_000  # ATOM paper, CIFAR-10 (Sec. 5.1)
+PAPER_MINED_SIZE = 100_000
+DEMO_WIDTH = 16  # atom_plugin.demo.DemoSettings.width
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" once, only to options with a help text and a meaningful default."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if not text or "default" in text or action.default in (None, False, argparse.SUPPRESS) \
+                or action.option_strings == [] or action.required:
+            return text
+        default = action.default
+        if isinstance(default, float) and default not in (0.0, 1.0):
+            from fractions import Fraction
+
+            frac = Fraction(default).limit_denominator(1000)
+            if abs(float(frac) - default) < 1e-12 and frac.denominator > 15 and 255 % frac.denominator == 0:
+                return f"{text} (default: {frac.numerator}/{frac.denominator})"
+        return text + " (default: %(default)s)"
 
 
 def _fraction(text: str) -> float:
@@ -38,7 +73,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "train", help="train a robust OOD detector (ATOM, NTOM, OE, ACET, ALOE, AOE)",
         description="Train one OOD detector with informative outlier mining (ATOM/NTOM) or a baseline. "
                     "Defaults are the ATOM paper's CIFAR-10 settings.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     p.add_argument("--method", choices=METHODS, default="atom", help="training method")
     g = p.add_argument_group("data")
     g.add_argument("--data", default="default", metavar="KIND:PATH",
@@ -51,10 +86,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g = p.add_argument_group("model")
     g.add_argument("--timm", metavar="NAME", help="a timm architecture (random init) instead of SmallCNN")
     g.add_argument("--weights", metavar="FILE", help="local weights for --timm (never downloaded)")
-    g.add_argument("--width", type=int, default=32, help="SmallCNN width (when --timm is not given)")
+    g.add_argument("--width", type=int, default=DEMO_WIDTH,
+                   help="SmallCNN width when --timm is not given, as in the demo")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=d["epochs"].default)
-    g.add_argument("--lr", type=float, default=d["lr"].default)
+    g.add_argument("--epochs", type=int, default=d["epochs"].default, help="training epochs")
+    g.add_argument("--lr", type=float, default=d["lr"].default, help="SGD learning rate")
     g.add_argument("--milestones", type=int, nargs="+", help="lr decay epochs (default: 50/75/90%% of --epochs)")
     g.add_argument("--batch-size", type=int, default=d["batch_size"].default, help="ID images per step")
     g.add_argument("--outlier-batch-size", type=int, default=d["outlier_batch_size"].default,
@@ -63,10 +99,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="outlier-loss weight (default: 1 for atom/ntom/acet, 0.5 for oe/aloe/aoe)")
     g = p.add_argument_group("informative outlier mining (atom, ntom)")
     g.add_argument("--q", type=float, default=d["q"].default, help="window start, 0 <= q <= 1 - n/N")
-    g.add_argument("-N", "--pool-size", dest="pool_size", type=int, default=d["pool_size"].default,
-                   help="candidates scored per epoch")
-    g.add_argument("-n", "--mined-size", dest="mined_size", type=int, default=d["mined_size"].default,
-                   help="outliers kept per epoch")
+    g.add_argument("-N", "--pool-size", dest="pool_size", type=int, default=None,
+                   help=f"candidates scored per epoch (default: min({PAPER_POOL_SIZE}, auxiliary images); "
+                        f"paper: {PAPER_POOL_SIZE})")
+    g.add_argument("-n", "--mined-size", dest="mined_size", type=int, default=None,
+                   help=f"outliers kept per epoch (default: N/4; paper: {PAPER_MINED_SIZE})")
     g = p.add_argument_group("training attack")
     g.add_argument("--eps", type=_fraction, default=d["eps"].default, help="L-inf radius (e.g. 8/255)")
     g.add_argument("--alpha", type=_fraction, default=d["alpha"].default, help="PGD step size")
@@ -76,10 +113,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g = p.add_argument_group("run")
     g.add_argument("--out", required=True, metavar="DIR", help="checkpoint/log folder (last.pt, metrics.jsonl)")
     g.add_argument("--resume", action="store_true", help="continue from <out>/last.pt if it exists")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an --out folder that holds a run, deleting its checkpoints and logs")
     g.add_argument("--device", help="e.g. cuda, cuda:1, cpu (default: cuda if available)")
-    g.add_argument("--num-workers", type=int, default=0)
+    g.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
     g.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision on CUDA")
-    g.add_argument("--channels-last", action="store_true")
+    g.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     g.add_argument("--tensorboard", action="store_true", help="also log to <out>/tensorboard")
     g.add_argument("--keep-checkpoints", type=int, default=0, metavar="K", help="also keep epoch_XXXX.pt every K epochs")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -122,6 +161,14 @@ def _channel_stats(ds, n: int = 2000):
     return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
 
 
+def mining_sizes(num_aux: int, pool_size: int | None = None, mined_size: int | None = None) -> tuple[int, int]:
+    """``(N, n)`` for ``num_aux`` auxiliary images: the given values, else ``N = min(400000,
+    num_aux)`` and ``n = N / 4`` (the paper's 400,000 / 100,000 on CIFAR-10)."""
+    n_pool = pool_size if pool_size is not None else min(PAPER_POOL_SIZE, num_aux)
+    n_mined = mined_size if mined_size is not None else max(1, round(n_pool * PAPER_MINED_SIZE / PAPER_POOL_SIZE))
+    return n_pool, n_mined
+
+
 def run(args) -> int:
     import torch
 
@@ -129,14 +176,30 @@ def run(args) -> int:
     from ..models import Normalize, SmallCNN, with_reject_head
     from ..training import MINING_METHODS, TrainConfig, Trainer
 
+    from ..training.checkpoint import prepare_out_dir
+
+    overwrite = bool(getattr(args, "overwrite", False))
+    if args.resume and overwrite:
+        raise ValueError("--resume and --overwrite contradict each other; pass one of them.")
+    # the out-dir rule, checked before any work (nothing is created or deleted yet)
+    prepare_out_dir(args.out, resume=args.resume, overwrite=overwrite, main=False)
     dist_utils.init_from_env()
+    train_set, aux_set, k, mean, std = _datasets(args)
+    pool_size, mined_size = mining_sizes(len(aux_set), args.pool_size, args.mined_size)
     cfg = TrainConfig(method=args.method, epochs=args.epochs, lr=args.lr, milestones=args.milestones,
                       batch_size=args.batch_size, outlier_batch_size=args.outlier_batch_size, lam=args.lam,
-                      q=args.q, pool_size=args.pool_size, mined_size=args.mined_size, eps=args.eps,
+                      q=args.q, pool_size=pool_size, mined_size=mined_size, eps=args.eps,
                       alpha=args.alpha, steps=args.steps, adv_fraction=args.adv_fraction, seed=args.seed,
                       num_workers=args.num_workers, amp=args.amp, channels_last=args.channels_last,
                       progress=not args.quiet, tensorboard=args.tensorboard, keep_checkpoints=args.keep_checkpoints)
-    train_set, aux_set, k, mean, std = _datasets(args)
+    if cfg.mines and pool_size > len(aux_set):
+        raise ValueError(f"--pool-size (N = {pool_size}) exceeds the {len(aux_set)} auxiliary images of --aux "
+                         f"{args.aux!r}; pass at most {len(aux_set)} or omit it (derived from the data).")
+    if cfg.mines and (args.pool_size is None or args.mined_size is None) and not args.quiet \
+            and dist_utils.is_main_process():
+        print(f"mining: N = {pool_size}, n = {mined_size} ({len(aux_set)} auxiliary images; paper: "
+              f"N = {PAPER_POOL_SIZE}, n = {PAPER_MINED_SIZE})", file=sys.stderr)
+    prepare_out_dir(args.out, resume=args.resume, overwrite=overwrite, main=dist_utils.is_main_process())
     r = 1 if args.method in MINING_METHODS else 0
     torch.manual_seed(args.seed)
     if args.timm:

@@ -80,7 +80,9 @@ def test_reject_head_new_k_starts_fresh(x):
     torch.manual_seed(0)
     model = SmallCNN(7, width=4)
     old = model.fc.weight.clone()
-    with_reject_head(model, 10, 1)
+    with pytest.raises(ValueError, match="replace_head=True"):  # would silently discard the 7-way head
+        with_reject_head(model, 10, 1)
+    with_reject_head(model, 10, 1, replace_head=True)
     assert model.fc.out_features == 11 and model.num_classes == 11
     assert not torch.equal(model.fc.weight[:7], old)  # 7-way head cannot be reused for K = 10
     assert with_reject_head(SmallCNN(10, width=4), 10, 0).fc.out_features == 10
