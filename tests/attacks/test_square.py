@@ -29,8 +29,8 @@ def _score(det, x):
 @pytest.mark.parametrize("loss", ["score", "attack_loss"])
 @pytest.mark.parametrize("eps", [0.0, 1 / 255, 8 / 255, 0.5])
 def test_ball_range_never_worse_model_state(tiny_kplus1, images, target, loss, eps):
-    tiny_kplus1.train()
     det = RejectClass(tiny_kplus1)
+    tiny_kplus1.train()  # the caller's model in train mode: the attack must use eval and restore
     x = images[:4].clone()
     x[0, :, :4] = 0.0
     x[1, :, :4] = 1.0
