@@ -27,6 +27,10 @@ Class attributes a subclass sets (read by the registry, the attacks and ``evalua
 * ``needs_input_grad``: ``_score`` itself takes an input gradient (ODIN-style input
   preprocessing), so it cannot run under ``torch.no_grad``.
 
+Mode rule: building a detector puts it (and its model) in eval mode; scores never use
+batch statistics unless ``detector.train()`` is called on purpose.  ``evaluate`` and
+the attacks run in eval mode and restore every module's own mode afterwards.
+
 Third-party detectors (pytorch-ood, OpenOOD, a bare score function) come in through the
 adapters in :mod:`atom_plugin.detectors.adapters` and :class:`ScoreDetector`, not by
 subclassing.
@@ -78,6 +82,11 @@ class Detector(nn.Module):
         self.num_classes = k
         self.num_reject = r
         self.fitted = not self.requires_fit
+        # The mode rule: a detector scores with the model in eval mode (BatchNorm running
+        # statistics, no dropout), so a score never depends on the rest of the batch.
+        # Building a detector therefore puts it and its model in eval mode; call
+        # detector.train() to score with batch statistics on purpose.
+        self.eval()
 
     # -- public, validating ----------------------------------------------------------
     def score(self, x: torch.Tensor) -> torch.Tensor:
