@@ -14,7 +14,7 @@ import atom_plugin  # noqa: F401
 import timm
 from atom_plugin.models import Normalize, head_spec
 from atom_plugin.pretrained import (
-    create_timm_model, load_robustbench_model, read_state_dict, robustbench_checkpoint_path,
+    create_timm_model, read_state_dict,
 )
 
 NAME = "test_byobnet"  # a 0.46 M-parameter timm test model whose head is nested (head.fc)
@@ -122,89 +122,3 @@ def test_pickled_code_is_refused(tmp_path):
     with pytest.raises(ValueError, match="weights-only"):
         create_timm_model(NAME, 10, checkpoint=str(tmp_path / "evil.pth"))
     assert not sentinel.exists()
-
-
-# --------------------------------------------------------------------------- RobustBench
-rb_zoo = pytest.importorskip("robustbench.model_zoo.cifar10")
-
-
-@pytest.fixture(scope="module")
-def mma(tmp_path_factory):
-    """RobustBench's Ding2020MMA architecture (WRN-28-4, 5.8 M parameters), random weights on disk."""
-    root = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    net = rb_zoo.Ding2020MMANet().eval()
-    path = robustbench_checkpoint_path("Ding2020MMA", root)
-    os.makedirs(os.path.dirname(path))
-    torch.save({"state_dict": {"module." + k: v for k, v in net.state_dict().items()}}, path)
-    return root, net
-
-
-def test_robustbench_load_from_model_dir(mma, x):
-    root, net = mma
-    assert robustbench_checkpoint_path("Ding2020MMA", root) == os.path.join(root, "cifar10", "Linf", "Ding2020MMA.pt")
-    model = load_robustbench_model("Ding2020MMA", root, "cifar10", "Linf")
-    assert not model.training
-    with torch.no_grad():
-        ref = net(x)
-        assert torch.allclose(model(x), ref, atol=1e-5)
-    model = load_robustbench_model("Ding2020MMA", root, num_reject=2)
-    assert head_spec(model) == (10, 2)
-    with torch.no_grad():
-        out = model(x)
-    assert out.shape == (3, 12) and torch.allclose(out[:, :10], ref, atol=1e-5)
-
-
-def test_robustbench_missing_file_says_where(tmp_path):
-    expected = os.path.join(tmp_path, "cifar10", "Linf", "Wong2020Fast.pt")
-    with pytest.raises(FileNotFoundError) as info:
-        load_robustbench_model("Wong2020Fast", tmp_path)
-    assert expected in str(info.value) and "never downloads" in str(info.value)
-    assert not os.path.exists(os.path.join(tmp_path, "cifar10"))  # nothing created either
-    # a model RobustBench routes to timm (Hugging Face hub) is refused the same way
-    with pytest.raises(FileNotFoundError, match="Debenedetti2022Light_XCiT-S12.pt"):
-        load_robustbench_model("Debenedetti2022Light_XCiT-S12", tmp_path)
-
-
-def test_robustbench_bad_arguments(tmp_path):
-    with pytest.raises(ValueError, match="`name`"):
-        load_robustbench_model("NotAModel", tmp_path)
-    with pytest.raises(ValueError, match="`dataset`"):
-        load_robustbench_model("Standard", tmp_path, dataset="mnist")
-    with pytest.raises(ValueError, match="`threat_model`"):
-        load_robustbench_model("Standard", tmp_path, threat_model="L7")
-    with pytest.raises(ValueError, match="torchvision"):
-        load_robustbench_model("Standard_R50", tmp_path, dataset="imagenet")
-
-
-def test_robustbench_refuses_code_pickles(tmp_path):
-    path = robustbench_checkpoint_path("Ding2020MMA", tmp_path)
-    os.makedirs(os.path.dirname(path))
-    sentinel = tmp_path / "pwned"
-    torch.save({"state_dict": _Evil(str(sentinel))}, path)
-    with pytest.raises(ValueError, match="weights-only"):
-        load_robustbench_model("Ding2020MMA", tmp_path)
-    assert not sentinel.exists()
-
-
-def test_atom_trains_a_robustbench_backbone(mma, tmp_path):
-    """ATOM on a RobustBench model with a reject head: backbone weights start from the
-    checkpoint, the trainer runs, the weights move and the checkpoint keeps the K+1 head."""
-    from torch.utils.data import TensorDataset
-
-    from atom_plugin.training import TrainConfig, Trainer, load_checkpoint
-
-    root, net = mma
-    model = load_robustbench_model("Ding2020MMA", root, num_reject=1)
-    g = torch.Generator().manual_seed(0)
-    ds = TensorDataset(0.4 * torch.rand(8, 3, 32, 32, generator=g), torch.arange(8) % 10)
-    aux = TensorDataset(0.6 + 0.4 * torch.rand(16, 3, 32, 32, generator=g), torch.full((16,), -1))
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    cfg = TrainConfig(method="atom", epochs=1, batch_size=8, outlier_batch_size=8, pool_size=16, mined_size=8,
-                      steps=1, progress=False, score_batch_size=16)
-    Trainer(model, ds, aux, cfg, out_dir=tmp_path).fit()
-    assert head_spec(model) == (10, 1)
-    moved = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])]
-    assert any("fc" in k for k in moved) and any("conv" in k for k in moved)
-    ck = load_checkpoint(tmp_path / "last.pt")
-    assert ck["num_classes"] == 10 and ck["num_reject"] == 1 and ck["epoch"] == 1
