@@ -61,10 +61,6 @@ def patch_torchvision() -> None:
     hook = sys.modules.get(HOOK_MODULE)
     try:
         importlib.import_module("torchvision")
-        if hook is not None:
-            for msg in getattr(hook, "APPLIED", ()):
-                if msg not in APPLIED:
-                    APPLIED.append(msg + " [import hook]")
         return
     except ModuleNotFoundError:
         return  # torchvision is not installed: nothing to patch.
@@ -147,6 +143,10 @@ def apply() -> None:
     """Apply every fix whose trigger is present. Idempotent."""
     patch_torchvision()
     patch_autoattack()
+    hook = sys.modules.get(HOOK_MODULE)
+    for msg in getattr(hook, "APPLIED", ()):  # what the import hook did before atom_plugin was imported
+        if msg + " [import hook]" not in APPLIED:
+            APPLIED.append(msg + " [import hook]")
 
 
 import importlib.util  # noqa: E402

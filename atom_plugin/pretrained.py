@@ -30,9 +30,15 @@ __all__ = ["create_timm_model", "load_robustbench_model", "load_weights_only", "
 def load_weights_only(path: str) -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)``; a file that carries code
     or is not a torch file raises ``ValueError`` saying so (nothing is unpickled)."""
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a directory, not a checkpoint file; pass the file (e.g. <out>/last.pt).")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such checkpoint file; check the path.")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path} is empty (0 bytes); re-save or re-copy the checkpoint.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # UnpicklingError for disallowed globals, RuntimeError for bad files
+    except Exception as err:  # UnpicklingError for disallowed globals, RuntimeError/EOFError/OSError for bad files
         raise ValueError(
             f"{path} could not be read as a weights-only checkpoint ({type(err).__name__}: {str(err)[:200]}). "
             "Save plain state dicts (torch.save(model.state_dict(), path)) or .safetensors files."
@@ -131,7 +137,7 @@ def _timm_from_state_dict(name: str, state_dict: dict, num_classes: int, **kwarg
 
 def create_timm_model(name: str, num_classes: int, checkpoint: Optional[str] = None, num_reject: int = 0,
                       normalize: bool = True, mean: Optional[Sequence[float]] = None,
-                      std: Optional[Sequence[float]] = None, **kwargs: Any) -> nn.Module:
+                      std: Optional[Sequence[float]] = None, input_size: Any = None, **kwargs: Any) -> nn.Module:
     """Build timm model ``name`` with ``num_classes`` (+ ``num_reject``) outputs, offline.
 
     Args:
@@ -145,7 +151,15 @@ def create_timm_model(name: str, num_classes: int, checkpoint: Optional[str] = N
         num_reject: ``R`` extra reject classes (:func:`~atom_plugin.models.with_reject_head`).
         normalize: wrap in :class:`~atom_plugin.models.Normalize` so the model takes
             images in ``[0, 1]``; ``mean``/``std`` default to the model's ``pretrained_cfg``.
+        input_size: resize inputs to this size inside the wrapper (``int``, ``(H, W)`` or
+            ``"pretrained"`` for the checkpoint's resolution, e.g. 224): the
+            pretrained-resolution path for a ViT on 32x32 images.  Building a ViT with
+            ``img_size=32`` instead resamples its 14x14 position embedding to 2x2 tokens
+            (a warning says so when a checkpoint is loaded).
         **kwargs: passed to ``timm.create_model`` (e.g. ``img_size=32``, ``drop_rate``).
+
+    Distilled models (``deit_*_distilled_*``, two heads ``head``/``head_dist``) get both
+    heads resized; their eval-mode output is the mean of the two.
 
     Returns:
         the model in eval mode, logits ``(B, K + R)``; ``ood_num_classes``/``ood_num_reject``
@@ -171,18 +185,45 @@ def create_timm_model(name: str, num_classes: int, checkpoint: Optional[str] = N
         model = _timm_from_state_dict(name, sd, total if head_loaded else num_classes, **kwargs)
         model.pretrained_cfg["file"] = os.fspath(checkpoint)
         del sd
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    if isinstance(input_size, str):
+        if input_size != "pretrained":
+            raise ValueError(f"`input_size` must be an int, (H, W) or 'pretrained', got {input_size!r}.")
+        input_size = tuple(cfg.get("input_size", (3, 224, 224))[-2:])
+    _warn_tiny_grid(name, model, cfg, checkpoint, kwargs, input_size)
     if normalize:
-        cfg = getattr(model, "pretrained_cfg", {}) or {}
         mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406))) if mean is None else mean
         std = tuple(cfg.get("std", (0.229, 0.224, 0.225))) if std is None else std
-        model = Normalize(model, mean, std)
-    elif mean is not None or std is not None:
-        raise ValueError("`mean`/`std` are only used with `normalize=True`.")
+        model = Normalize(model, mean, std, input_size=input_size)
+    elif mean is not None or std is not None or input_size is not None:
+        raise ValueError("`mean`/`std`/`input_size` are only used with `normalize=True`.")
     if head_loaded:
         model.ood_num_classes, model.ood_num_reject = num_classes, num_reject
     elif num_reject > 0:
         model = with_reject_head(model, num_classes, num_reject)
     return model.eval()
+
+
+def _warn_tiny_grid(name: str, model: nn.Module, cfg: dict, checkpoint, kwargs: dict, input_size) -> None:
+    """Warn when a pretrained ViT-style model was built at a resolution that shrinks its token grid."""
+    patch = getattr(model, "patch_embed", None)
+    grid = getattr(patch, "grid_size", None)
+    pre = cfg.get("input_size")
+    if checkpoint is None or "img_size" not in kwargs or grid is None or not pre or input_size is not None:
+        return
+    ps = getattr(patch, "patch_size", None)
+    ps = ps if isinstance(ps, (tuple, list)) else (ps, ps)
+    try:
+        pre_grid = (pre[-2] // ps[0], pre[-1] // ps[1])
+    except TypeError:
+        return
+    if tuple(grid) != tuple(pre_grid):
+        warnings.warn(
+            f"{name} was built with img_size={kwargs['img_size']!r}: its position embedding was resampled from "
+            f"{pre_grid[0]}x{pre_grid[1]} to {grid[0]}x{grid[1]} tokens. To use the pretrained resolution, omit "
+            f"img_size and pass input_size='pretrained' (inputs resized to {pre[-2]}x{pre[-1]} inside the wrapper).",
+            stacklevel=3,
+        )
 
 
 def robustbench_checkpoint_path(name: str, model_dir: str, dataset: str = "cifar10",
@@ -212,8 +253,14 @@ def load_robustbench_model(name: str, model_dir: str = "./models", dataset: str 
         from robustbench.model_zoo import model_dicts
         from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
         from robustbench.utils import DATASET_CLASSES
-    except ImportError as err:
-        raise ImportError(f"load_robustbench_model needs robustbench: pip install 'atom_plugin[robustbench]' ({err}).")
+    except Exception as err:  # ImportError, or AttributeError/NameError from the stale copy torchattacks installs
+        from ._compat import MissingDependencyError
+
+        raise MissingDependencyError(
+            f"load_robustbench_model needs robustbench 1.1.1 (the `robustbench` package found is missing or unusable, "
+            f"e.g. the old copy the torchattacks wheel installs: {type(err).__name__}: {str(err)[:120]}); "
+            "pip install 'atom_plugin[robustbench]'."
+        ) from None
     import timm
 
     check_int(num_reject, "num_reject", low=0)
@@ -273,6 +320,7 @@ def load_robustbench_model(name: str, model_dir: str = "./models", dataset: str 
         model = load_model(name, model_dir=os.fspath(model_dir), dataset=ds.value, threat_model=tm.value)
     if num_reject > 0:
         model = with_reject_head(model, num_classes, num_reject)
+    model.ood_normalizes_inputs = True  # takes [0, 1]; Normalize(model, ...) would normalize twice
     return model.eval()
 
 
@@ -311,7 +359,12 @@ def _model_from_state(sd: dict, k: int | None, r: int | None, arch: str | None):
     if has_norm:
         c = sd["mean"].numel()
         model = Normalize(model, [0.0] * c, [1.0] * c)
-    missing, unexpected = model.load_state_dict(sd if has_norm else inner, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(sd if has_norm else inner, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        first = str(err).split("\n\t")[1] if "\n\t" in str(err) else str(err)[:200]
+        raise ValueError(f"the weights do not fit the model ({first.strip()}); pass the right `arch` (--arch), "
+                         "`num_classes` and `num_reject`.") from None
     if missing or unexpected:
         raise ValueError(f"the weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}.")
     if k is None:
@@ -333,9 +386,18 @@ def load_checkpoint_model(path: str, num_classes: int | None = None, num_reject:
     Returns ``(model in eval mode, K)``; ``model.ood_num_classes`` / ``ood_num_reject`` are set.
     ``num_classes`` / ``num_reject`` / ``arch`` fill in what the checkpoint does not record.
     """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"{path!r} is a directory; pass the checkpoint file (e.g. {os.path.join(path, 'last.pt')!r}).")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path!r}: no such checkpoint file.")
     state = load_weights_only(path)
+    if isinstance(state, dict) and "checksum" in state and isinstance(state.get("model"), dict):
+        from .training.checkpoint import payload_checksum
+
+        if payload_checksum(state) != state["checksum"]:
+            raise ValueError(f"{path!r} is corrupt: its payload checksum does not match the one stored when it was "
+                             "saved; use an intact copy (e.g. an epoch_XXXX.pt) or retrain.")
     if not isinstance(state, dict):
         raise ValueError(f"{path!r}: expected a dict (state_dict or training checkpoint).")
     k, r = num_classes, num_reject
