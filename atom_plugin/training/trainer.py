@@ -3,8 +3,16 @@
 Per epoch (Algorithm 1): mine outliers with the current model (ATOM/NTOM; the others
 draw outliers uniformly at random), then one pass over the in-distribution training
 set with ``batch_size`` ID + ``outlier_batch_size`` outlier images per step.  Each step:
-attacks in eval mode (:meth:`Recipe.perturb`), **one** train-mode forward over
-``cat(ID, outliers)``, the recipe's loss, an SGD step.  The lr decays at the end of an
+attacks in eval mode (:meth:`Recipe.perturb`, parameters frozen so the attack's backward
+builds no weight-gradient graph), **one** train-mode forward over ``cat(ID, outliers)``
+(no forward is repeated: the attack's last iterate is not re-scored, the clean images are
+forwarded once), the recipe's loss, an SGD step.  Forward counts per step are tested:
+ATOM ``steps + 1``, the others 1; mining ``ceil(N / score_batch)`` per epoch.
+
+Speed (exact: same algorithm, float32): mining scores cache-sized batches
+(``score_batch_size``), keeps the scores on the device, reads into pinned memory on
+CUDA; on the CPU the model gets NHWC inputs (``input_channels_last``); no host-device
+sync inside the step loop except every ``log_every`` steps.  The lr decays at the end of an
 epoch; a checkpoint (``<out_dir>/last.pt``) and a JSON line in ``metrics.jsonl`` are
 written after every epoch.
 
@@ -29,29 +37,23 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
 from .. import distributed as dist_utils
+from .._utils import collective_device, module_device, progress, split_batch
 from .._validation import check_images
-from ..mining import OutlierMiner
+from ..mining import OutlierMiner, channels_last_helps
 from ..models import head_spec
 from .checkpoint import FORMAT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .methods import make_recipe
 
-__all__ = ["Trainer", "train", "TrainingDiverged"]
+__all__ = ["Trainer", "train", "TrainingDiverged", "channels_last_inputs"]
 
 #: config fields that may differ between a checkpoint and the run that resumes it
 RESUMABLE_CHANGES = {"epochs", "milestones", "progress", "log_every", "tensorboard", "num_workers",
-                     "keep_checkpoints", "score_batch_size"}
+                     "keep_checkpoints", "score_batch_size", "input_channels_last"}
 
 
 class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-def _split(batch):
-    """``(x, y)`` from a batch ``(x, y, ...)``; ``(x, None)`` for a bare ``x``."""
-    if isinstance(batch, (tuple, list)):
-        return batch[0], (batch[1] if len(batch) > 1 else None)
-    return batch, None
 
 
 def _seeded(seed: int, epoch: int, stream: int) -> torch.Generator:
@@ -68,6 +70,57 @@ def _shard(order: torch.Tensor, rank: int, world: int) -> torch.Tensor:
         reps = int(math.ceil(total / len(order)))
         order = order.repeat(reps)[:total]
     return order[rank:total:world]
+
+
+def _check_datasets(train_set: Dataset, aux_set: Dataset) -> None:
+    """Map-style, non-empty; the first items are images in [0, 1] (and a label for ID)."""
+    for name, ds in (("train_set", train_set), ("aux_set", aux_set)):
+        try:
+            size = len(ds)
+        except TypeError:
+            raise TypeError(f"`{name}` must be a map-style Dataset with __len__, got {type(ds).__name__}.") from None
+        if size == 0:
+            raise ValueError(f"`{name}` is empty.")
+    item = train_set[0]
+    if not (isinstance(item, (tuple, list)) and len(item) > 1):
+        raise ValueError("`train_set` items must be (image, label) pairs; got a bare image.")
+    check_images(torch.as_tensor(item[0]).unsqueeze(0), "train_set[0] image")
+    item = aux_set[0]
+    xa = item[0] if isinstance(item, (tuple, list)) else item
+    check_images(torch.as_tensor(xa).unsqueeze(0), "aux_set[0] image")
+
+
+@contextlib.contextmanager
+def channels_last_inputs(module: nn.Module, enabled: bool = True):
+    """Within the block, ``module`` receives its first (image) argument in NHWC memory
+    format (a forward pre-hook; the weights are not touched; removed afterwards)."""
+    if not enabled:
+        yield
+        return
+
+    def to_nhwc(_mod, args):
+        if args and isinstance(args[0], torch.Tensor) and args[0].dim() == 4:
+            return (args[0].contiguous(memory_format=torch.channels_last),) + tuple(args[1:])
+        return None
+
+    handle = module.register_forward_pre_hook(to_nhwc)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextlib.contextmanager
+def _frozen(params: list[nn.Parameter]):
+    """``requires_grad=False`` on ``params`` within the block (the attack needs input
+    gradients only: no weight-gradient graph is recorded), restored afterwards."""
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 class Trainer:
@@ -100,61 +153,23 @@ class Trainer:
                  meta: dict[str, Any] | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be an nn.Module, got {type(model).__name__}.")
-        if config is None:
-            config = TrainConfig()
+        config = TrainConfig() if config is None else config
         if not isinstance(config, TrainConfig):
             raise TypeError(f"`config` must be a TrainConfig, got {type(config).__name__}.")
         self.cfg = config.validate()
-        for name, ds in (("train_set", train_set), ("aux_set", aux_set)):
-            try:
-                size = len(ds)
-            except TypeError:
-                raise TypeError(f"`{name}` must be a map-style Dataset with __len__, got {type(ds).__name__}.") from None
-            if size == 0:
-                raise ValueError(f"`{name}` is empty.")
-        x0, y0 = _split(train_set[0])
-        check_images(torch.as_tensor(x0).unsqueeze(0), "train_set[0] image")
-        if y0 is None:
-            raise ValueError("`train_set` items must be (image, label) pairs; got a bare image.")
-        xa, _ = _split(aux_set[0])
-        check_images(torch.as_tensor(xa).unsqueeze(0), "aux_set[0] image")
+        _check_datasets(train_set, aux_set)
         self.k, self.r = head_spec(model, num_classes)
         self.recipe = make_recipe(self.cfg, self.k, self.r)
         self.train_set, self.aux_set = train_set, aux_set
-
-        self.device = torch.device(device) if device is not None else \
-            (next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device("cpu"))
-        self.module = model.to(self.device)
-        if self.cfg.channels_last:
-            self.module = self.module.to(memory_format=torch.channels_last)
-        self.rank, self.world = dist_utils.get_rank(), dist_utils.get_world_size()
-        self.main = self.rank == 0
-        self.model: nn.Module = self.module
-        if dist_utils.is_distributed():
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = nn.parallel.DistributedDataParallel(self.module, device_ids=ids)
-
-        self.amp_dtype = None
-        if self.cfg.amp is not None:
-            if self.device.type != "cuda":
-                warnings.warn(f"amp={self.cfg.amp!r} is only used on CUDA; training in float32 on {self.device}.",
-                              stacklevel=2)
-            else:
-                self.amp_dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-
-        params = [p for p in self.module.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.SGD(params, lr=self.cfg.lr, momentum=self.cfg.momentum,
-                                         nesterov=self.cfg.nesterov and self.cfg.momentum > 0,
-                                         weight_decay=self.cfg.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, self.cfg.milestone_epochs(),
-                                                              gamma=self.cfg.lr_decay)
+        self._setup_model(model, device)
+        self._setup_optimizer()
         self.miner: OutlierMiner | None = None
         if self.cfg.mines:
             self.miner = OutlierMiner(aux_set, self.cfg.pool_size, self.cfg.mined_size, self.cfg.q,
-                                      num_classes=self.k, batch_size=self.cfg.score_batch_size,
+                                      num_classes=self.k, batch_size=self.cfg.score_batch(self.device),
                                       num_workers=self.cfg.num_workers, seed=self.cfg.seed,
-                                      bins=self.cfg.histogram_bins, progress=self.cfg.progress)
+                                      bins=self.cfg.histogram_bins, progress=self.cfg.progress,
+                                      channels_last=self.nhwc_inputs)
         self.epoch = 0  # completed epochs
         self.step = 0
         self.history: list[dict[str, Any]] = []
@@ -162,14 +177,48 @@ class Trainer:
         self.meta = dict(meta or {})
         self._tb = None
         if resume:
-            path = Path(resume) if not isinstance(resume, bool) else \
-                (self.out_dir / "last.pt" if self.out_dir is not None else None)
-            if path is None:
-                raise ValueError("`resume=True` needs `out_dir` (the checkpoint is <out_dir>/last.pt), or pass a path.")
-            if isinstance(resume, bool) and not path.is_file():
-                pass  # nothing to resume yet: fresh start
+            self._resume(resume)
+
+    # -- construction steps -------------------------------------------------------------
+    def _setup_model(self, model: nn.Module, device) -> None:
+        """Device, memory format, DDP wrapper, autocast dtype and loss scaler."""
+        self.device = torch.device(device) if device is not None else module_device(model)
+        self.module = model.to(self.device)
+        if self.cfg.channels_last:
+            self.module = self.module.to(memory_format=torch.channels_last)
+        flag = self.cfg.input_channels_last
+        self.nhwc_inputs = bool(channels_last_helps(self.module, self.device) if flag is None else flag)
+        self.rank, self.world = dist_utils.get_rank(), dist_utils.get_world_size()
+        self.main = self.rank == 0
+        self.model: nn.Module = self.module
+        if dist_utils.is_distributed():
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(self.module, device_ids=ids)
+        self.amp_dtype = None
+        if self.cfg.amp is not None:
+            if self.device.type != "cuda":
+                warnings.warn(f"amp={self.cfg.amp!r} is only used on CUDA; training in float32 on {self.device}.",
+                              stacklevel=3)
             else:
-                self.load_state(load_checkpoint(path, map_location=self.device))
+                self.amp_dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+    def _setup_optimizer(self) -> None:
+        self.params = [p for p in self.module.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(self.params, lr=self.cfg.lr, momentum=self.cfg.momentum,
+                                         nesterov=self.cfg.nesterov and self.cfg.momentum > 0,
+                                         weight_decay=self.cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, self.cfg.milestone_epochs(),
+                                                              gamma=self.cfg.lr_decay)
+
+    def _resume(self, resume: bool | str | Path) -> None:
+        path = Path(resume) if not isinstance(resume, bool) else \
+            (self.out_dir / "last.pt" if self.out_dir is not None else None)
+        if path is None:
+            raise ValueError("`resume=True` needs `out_dir` (the checkpoint is <out_dir>/last.pt), or pass a path.")
+        if isinstance(resume, bool) and not path.is_file():
+            return  # nothing to resume yet: fresh start
+        self.load_state(load_checkpoint(path, map_location=self.device))
 
     # -- state --------------------------------------------------------------------------
     @property
@@ -308,68 +357,89 @@ class Trainer:
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         """Mine (if the method does), then one pass over the ID data; returns the epoch's metrics."""
-        cfg = self.cfg
         t0 = time.time()
-        record: dict[str, Any] = {"epoch": epoch + 1, "method": cfg.method, "lr": self.optimizer.param_groups[0]["lr"]}
+        record: dict[str, Any] = {"epoch": epoch + 1, "method": self.cfg.method,
+                                  "lr": self.optimizer.param_groups[0]["lr"]}
         self._sync_buffers()
-        if self.miner is not None:
-            mined = self.miner.mine(self.module, epoch, device=self.device)
-            pool = mined.indices
-            record["mining"] = {k: mined.record[k] for k in ("candidate_mean", "window_low", "window_high",
-                                                               "selected_mean")}
-        else:
-            pool = torch.arange(len(self.aux_set))
+        with channels_last_inputs(self.module, self.nhwc_inputs):
+            pool = self._mine(epoch, record)
+            steps, batches = self._batches(epoch, pool)
+            sums: dict[str, torch.Tensor] = {}
+            correct = torch.zeros((), device=self.device)
+            seen = 0
+            bar = progress(batches, self.cfg.progress and self.main, total=steps,
+                           desc=f"{self.cfg.method} epoch {epoch + 1}/{self.cfg.epochs}")
+            for i, (b_in, b_out) in enumerate(bar):
+                parts, hits, n_in = self._train_step(b_in, b_out, epoch, i + 1)
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0) + v * n_in
+                correct += hits
+                seen += n_in
+                if (i + 1) % self.cfg.log_every == 0:  # one host sync every log_every steps
+                    self._check_finite(parts["loss"], epoch, i + 1, bar)
+            if hasattr(bar, "close"):
+                bar.close()
+        self.scheduler.step()
+        self._reduce_metrics(record, sums, correct, seen, epoch, steps)
+        record["seconds"] = round(time.time() - t0, 3)
+        return record
+
+    def _mine(self, epoch: int, record: dict[str, Any]) -> torch.Tensor:
+        """This epoch's outlier pool: the mined window (ATOM/NTOM) or the whole aux set."""
+        if self.miner is None:
+            return torch.arange(len(self.aux_set))
+        mined = self.miner.mine(self.module, epoch, device=self.device)
+        record["mining"] = {k: mined.record[k] for k in ("candidate_mean", "window_low", "window_high",
+                                                         "selected_mean")}
+        return mined.indices
+
+    def _batches(self, epoch: int, pool: torch.Tensor):
+        """``(steps, zip(ID batches, outlier batches))`` of the epoch (seeded loaders)."""
+        cfg = self.cfg
         id_idx = self._id_indices(epoch)
         steps = int(math.ceil(len(id_idx) / cfg.batch_size))
         id_loader = self._loader(self.train_set, id_idx, cfg.batch_size, _seeded(cfg.seed, epoch, 3))
         out_loader = self._loader(self.aux_set, self._outlier_indices(epoch, pool, steps), cfg.outlier_batch_size,
                                   _seeded(cfg.seed, epoch, 4))
+        return steps, zip(id_loader, out_loader)
 
-        sums: dict[str, torch.Tensor] = {}
-        correct = torch.zeros((), device=self.device)
-        seen = 0
-        bar = None
-        it = zip(id_loader, out_loader)
-        if cfg.progress and self.main:
-            from tqdm.auto import tqdm
+    def _train_step(self, b_in, b_out, epoch: int, step: int) -> tuple[dict[str, torch.Tensor], torch.Tensor, int]:
+        """Attack (eval mode, frozen weights), one train-mode forward, loss, SGD step.
+        Returns the loss parts, the number of correct ID predictions (a device tensor)
+        and the ID batch size."""
+        x_in, y_in = split_batch(b_in, "train_set")
+        x_out, _ = split_batch(b_out, "aux_set")
+        self._check_host_batch(x_in, y_in, x_out, epoch, step)  # before the copy: no device sync
+        x_in, y_in, x_out = self._to_device(x_in), y_in.to(self.device, non_blocking=True), self._to_device(x_out)
+        n_in = x_in.shape[0]
+        self.module.eval()
+        with self._autocast(), _frozen(self.params):
+            x_in, x_out = self.recipe.perturb(self.module, x_in, y_in, x_out)
+        self.module.train()
+        with self._autocast():
+            logits = self.model(torch.cat([x_in, x_out], 0))
+        loss, parts = self.recipe.loss(logits[:n_in], y_in, logits[n_in:])
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        hits = (logits[:n_in, : self.k].detach().argmax(1) == y_in).sum()
+        return parts, hits, n_in
 
-            bar = tqdm(it, total=steps, desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", leave=False)
-            it = bar
-        self.model.train()
-        for i, (b_in, b_out) in enumerate(it):
-            x_in, y_in = _split(b_in)
-            x_out, _ = _split(b_out)
-            self._check_host_batch(x_in, y_in, x_out, epoch, i + 1)  # before the copy: no device sync
-            x_in, y_in, x_out = self._to_device(x_in), y_in.to(self.device, non_blocking=True), self._to_device(x_out)
-            n_in = x_in.shape[0]
-            self.module.eval()
-            with self._autocast():
-                x_in, x_out = self.recipe.perturb(self.module, x_in, y_in, x_out)
-            self.module.train()
-            with self._autocast():
-                logits = self.model(torch.cat([x_in, x_out], 0))
-            loss, parts = self.recipe.loss(logits[:n_in], y_in, logits[n_in:])
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.step += 1
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0) + v * n_in
-            correct += (logits[:n_in, : self.k].detach().argmax(1) == y_in).sum()
-            seen += n_in
-            if (i + 1) % cfg.log_every == 0:  # one host sync every log_every steps
-                cur = float(parts["loss"])
-                if not math.isfinite(cur):
-                    raise self._diverged(epoch, i + 1)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{cur:.3f}")
-        if bar is not None:
-            bar.close()
-        self.scheduler.step()
+    def _check_finite(self, loss: torch.Tensor, epoch: int, step: int, bar) -> None:
+        cur = float(loss)
+        if not math.isfinite(cur):
+            raise self._diverged(epoch, step)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{cur:.3f}")
+
+    def _reduce_metrics(self, record: dict[str, Any], sums: dict[str, torch.Tensor], correct: torch.Tensor,
+                        seen: int, epoch: int, steps: int) -> None:
+        """Epoch means of the loss parts and the train accuracy (summed over ranks)."""
         stats = torch.stack([sums[k] for k in sorted(sums)] + [correct, torch.tensor(float(seen), device=self.device)])
         if dist_utils.is_distributed():
-            stats = dist_utils.all_gather_cat(stats.unsqueeze(0).to(_coll_device(self.device))).sum(0)
+            stats = dist_utils.all_gather_cat(stats.unsqueeze(0).to(collective_device(self.device))).sum(0)
         stats = stats.cpu().tolist()
         total_seen = stats[-1]
         for k, v in zip(sorted(sums), stats[:-2]):
@@ -377,8 +447,6 @@ class Trainer:
         record["train_acc"] = stats[-2] / total_seen
         if not all(math.isfinite(record[k]) for k in sums):
             raise self._diverged(epoch, steps)
-        record["seconds"] = round(time.time() - t0, 3)
-        return record
 
     def fit(self) -> list[dict[str, Any]]:  # noqa: C901
         """Train from the current epoch to ``config.epochs``; returns the per-epoch metrics."""
@@ -421,12 +489,6 @@ class Trainer:
                 self._tb.flush()
         self.module.eval()
         return self.history
-
-
-def _coll_device(device: torch.device) -> torch.device:
-    import torch.distributed as dist
-
-    return device if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
 def train(model: nn.Module, train_set: Dataset, aux_set: Dataset, config: TrainConfig | None = None, *,
