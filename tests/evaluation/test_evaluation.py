@@ -81,24 +81,37 @@ def test_full_report_on_embedded_benchmark(bench_report):
     assert "Natural FPR↓" in table and "Comp. AUROC↑" in table and "**mean**" in table
 
 
-def test_metrics_equal_direct_computation(bench_report):
+def _independent_metrics(id_s, ood_s, tpr=0.95):
+    """FPR at 95% TPR (ID positive), AUROC and AUPR-in/out from numpy and scikit-learn, not
+    from atom_plugin.metrics."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    k = int(np.ceil(tpr * id_s.size - 1e-9))
+    t = np.sort(id_s)[k - 1]  # the k-th smallest ID score keeps >= 95% of ID
+    y_id = np.r_[np.ones(id_s.size), np.zeros(ood_s.size)]  # ID positive; lower score = more ID
+    s = np.r_[id_s, ood_s]
+    return {"fpr": float(np.mean(ood_s <= t)), "auroc": roc_auc_score(y_id, -s),
+            "aupr_in": average_precision_score(y_id, -s), "aupr_out": average_precision_score(1 - y_id, s)}, t
+
+
+def test_metrics_match_independent_references(bench_report):
     _, _, rep, _, _ = bench_report
     id_nat, id_in = rep.scores["id"]["natural"], rep.scores["id"]["in"]
-    thr = threshold_at_tpr(id_nat)
+    _, thr = _independent_metrics(id_nat, id_nat)
     assert rep.id_metrics["threshold"] == thr
     assert rep.id_metrics["fnr"] == pytest.approx(np.mean(id_nat > thr))
     assert rep.id_metrics["e2e_accuracy"] <= rep.id_metrics["accuracy"]
     for s in rep.sets:
         sc = rep.scores["ood"][s]
         for task in TASKS4:
-            ref = ood_metrics(id_nat, sc[task])
+            ref, _ = _independent_metrics(id_nat, sc[task])
             got = rep.metrics[s][task]
             for k, v in ref.items():
-                assert got[k] == pytest.approx(v, abs=1e-12), (s, task, k)
-            # threshold fixed on natural ID scores: fpr is the fraction accepted at it
-            assert got["fpr"] == pytest.approx(np.mean(sc[task] <= thr))
-        assert rep.metrics[s]["in"]["auroc"] == pytest.approx(ood_metrics(id_in, sc["natural"])["auroc"])
-        assert rep.metrics[s]["in_out"]["auroc"] == pytest.approx(ood_metrics(id_in, sc["linf"])["auroc"])
+                # sklearn's average precision is a step sum; ours interpolates ties identically
+                assert got[k] == pytest.approx(v, abs=1e-9), (s, task, k)
+        ref_in, _ = _independent_metrics(id_in, sc["natural"])
+        assert rep.metrics[s]["in"]["auroc"] == pytest.approx(ref_in["auroc"])
+        assert rep.metrics[s]["in_out"]["auroc"] == pytest.approx(_independent_metrics(id_in, sc["linf"])[0]["auroc"])
         assert rep.metrics[s]["in"]["tpr_at_threshold"] == pytest.approx(np.mean(id_in <= thr))
     for task in rep.tasks:
         assert rep.get("mean", task, "fpr") == pytest.approx(np.mean([rep.metrics[s][task]["fpr"] for s in rep.sets]))
