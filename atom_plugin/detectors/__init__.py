@@ -24,6 +24,7 @@ from .react import ReAct
 from .ash import ASH
 from .dice import DICE
 from .rmd import RMD
+from .adapters import from_openood, from_pytorch_ood, pytorch_ood_detector
 
 __all__ = [
     "Detector",
@@ -54,4 +55,7 @@ __all__ = [
     "ASH",
     "DICE",
     "RMD",
+    "from_pytorch_ood",
+    "from_openood",
+    "pytorch_ood_detector",
 ]
