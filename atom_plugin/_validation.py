@@ -10,17 +10,81 @@ import math
 from typing import Any
 
 import torch
+import torch.utils.data
 
 
-def check_images(x: Any, name: str = "images", *, channels: int | None = None) -> torch.Tensor:
-    """Check a batch of images: float tensor (B, C, H, W), finite, values in [0, 1]."""
+_CHANNEL_COUNTS = (1, 3, 4)
+
+
+def expected_channels(model: Any) -> int | None:
+    """The number of input channels ``model`` expects, or ``None`` if it cannot be told.
+
+    Read from the ``mean`` of an :class:`atom_plugin.models.Normalize` (outermost first),
+    else from the first ``nn.Conv2d`` (``in_channels``) of the module tree, which is also
+    the patch embedding of a ViT.  Works through ``.model`` / ``.module`` wrappers and
+    detectors (their ``.model``).
+    """
+    import torch.nn as nn
+
+    if not isinstance(model, nn.Module):
+        model = getattr(model, "model", None)
+        if not isinstance(model, nn.Module):
+            return None
+    for m in model.modules():
+        mean = getattr(m, "mean", None)
+        if type(m).__name__ == "Normalize" and isinstance(mean, torch.Tensor) and mean.dim() == 4:
+            return int(mean.shape[1])
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            return int(m.in_channels)
+    return None
+
+
+def expected_dtype(model: Any) -> torch.dtype | None:
+    """The dtype of ``model``'s first floating-point parameter (or buffer), ``None`` if none."""
+    import torch.nn as nn
+
+    if not isinstance(model, nn.Module):
+        model = getattr(model, "model", None)
+        if not isinstance(model, nn.Module):
+            return None
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return None
+
+
+#: the range error's fix when a torchattacks attack normalizes (``set_normalization_used``)
+ATTACK_NORMALIZES_HINT = ("this attack normalizes its inputs itself (set_normalization_used), so pass the "
+                          "images before normalization, in [0, 1]")
+
+
+def check_images(x: Any, name: str = "images", *, channels: int | None = None, model: Any = None,
+                 dtype: torch.dtype | None = None, range_hint: str | None = None) -> torch.Tensor:
+    """Check a batch of images: float tensor (B, C, H, W), finite, values in [0, 1].
+
+    Args:
+        channels: the required channel count; ``model``: read ``channels`` (via
+            :func:`expected_channels`) and ``dtype`` (via :func:`expected_dtype`) from it.
+        dtype: the required floating dtype (the model's); without ``dtype``/``model`` any
+            floating dtype passes (a float64 model takes float64 images).
+        range_hint: the fix the [0, 1] range error suggests (default: pass the images
+            before normalization; see :data:`ATTACK_NORMALIZES_HINT`).
+
+    The channel/dtype rule: images have the model's channel count and dtype; a (B, H, W, C)
+    tensor is refused with the ``permute(0, 3, 1, 2)`` fix, float64 images for a float32 model
+    with ``.float()``.  Entry points pass ``model=`` so both are checked.
+    """
+    if isinstance(x, (torch.utils.data.Dataset, torch.utils.data.DataLoader)):
+        raise TypeError(f"`{name}` must be a tensor of images (B, C, H, W), got a {type(x).__name__}; "
+                        "iterate it and pass the image batches.")
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"`{name}` must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}.")
     if x.dim() != 4:
-        raise ValueError(
-            f"`{name}` must have shape (B, C, H, W) (rank 4), got shape {tuple(x.shape)}; "
-            "add a batch dimension with x.unsqueeze(0) for a single image."
-        )
+        hint = ("add a batch dimension with x.unsqueeze(0) for a single image; if you passed a tensor where a "
+                "Dataset or DataLoader is expected, wrap it: torch.utils.data.TensorDataset(x, y)"
+                if x.dim() == 3 else "images are (B, C, H, W)")
+        raise ValueError(f"`{name}` must have shape (B, C, H, W) (rank 4), got shape {tuple(x.shape)}; {hint}.")
     if not x.is_floating_point():
         raise TypeError(
             f"`{name}` must be a floating-point tensor in [0, 1], got dtype {x.dtype}; "
@@ -28,19 +92,47 @@ def check_images(x: Any, name: str = "images", *, channels: int | None = None) -
         )
     if x.shape[0] == 0:
         raise ValueError(f"`{name}` is an empty batch (B = 0); pass at least one image.")
-    if channels is not None and x.shape[1] != channels:
-        raise ValueError(f"`{name}` must have {channels} channels, got {x.shape[1]} (shape {tuple(x.shape)}).")
+    if model is not None:
+        channels = expected_channels(model) if channels is None else channels
+        dtype = expected_dtype(model) if dtype is None else dtype
+    c_last = x.shape[-1]
+    if channels is not None:
+        if x.shape[1] != channels:
+            fix = ("it looks like (B, H, W, C): use x.permute(0, 3, 1, 2)" if c_last == channels
+                   else "grayscale to RGB: x.expand(-1, 3, -1, -1)" if x.shape[1] == 1 and channels == 3
+                   else "pass images with the model's channel count")
+            raise ValueError(f"`{name}` must have {channels} channels (the model's), got {x.shape[1]} "
+                             f"(shape {tuple(x.shape)}); {fix}.")
+    elif x.shape[1] not in _CHANNEL_COUNTS and c_last in _CHANNEL_COUNTS:
+        raise ValueError(f"`{name}` looks like (B, H, W, C) (shape {tuple(x.shape)}); images are (B, C, H, W): "
+                         "use x.permute(0, 3, 1, 2).")
+    if dtype is not None and x.dtype != dtype:
+        fix = "x.float()" if dtype == torch.float32 else f"x.to({dtype})"
+        raise TypeError(f"`{name}` has dtype {x.dtype} but the model computes in {dtype}; convert with {fix}.")
     lo, hi = torch.aminmax(x.detach())
     lo, hi = float(lo), float(hi)
     if math.isnan(lo) or math.isnan(hi):
         raise ValueError(f"`{name}` contains NaN values.")
     if lo < 0.0 or hi > 1.0:
-        raise ValueError(
-            f"`{name}` must have values in [0, 1], got min {lo:.4g} and max {hi:.4g}; "
-            "pass unnormalized images and let the model wrap normalization "
-            "(atom_plugin.models.Normalize), or divide uint8 images by 255."
-        )
+        fix = range_hint or ("pass the images before normalization (normalization belongs inside the model, "
+                             "atom_plugin.models.Normalize) or divide uint8 images by 255")
+        raise ValueError(f"`{name}` must have values in [0, 1], got min {lo:.4g} and max {hi:.4g}; {fix}.")
     return x
+
+
+def check_dataset(data: Any, name: str, *, labels: bool = True) -> Any:
+    """Refuse a raw tensor (or array) where a Dataset or DataLoader is expected, with the fix."""
+    import numpy as np
+
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        wrap = "TensorDataset(x, y)" if labels else "TensorDataset(x)"
+        raise TypeError(
+            f"`{name}` must be a Dataset or DataLoader{' of (image, label) pairs' if labels else ''}, got a "
+            f"{type(data).__name__} of shape {tuple(data.shape)}; wrap it: torch.utils.data.{wrap}."
+        )
+    if data is None or isinstance(data, (str, bytes, int, float)):
+        raise TypeError(f"`{name}` must be a Dataset or DataLoader, got {type(data).__name__}.")
+    return data
 
 
 def check_scores(s: Any, name: str = "scores") -> torch.Tensor:
