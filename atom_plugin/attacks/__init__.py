@@ -10,6 +10,7 @@ from .ood_pgd import OODPGD
 from .ood_fgsm import OODFGSM
 from .ood_apgd import OODAPGD
 from .ood_square import OODSquare
+from .ood_autoattack import OODAutoAttack, margin_objective
 from .corruption import CorruptionAttack
 from .compositional import CompositionalAttack
 from .ood_multi import OODMultiAttack

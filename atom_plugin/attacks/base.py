@@ -273,6 +273,11 @@ class OODAttack(_TAAttack):
             raise ValueError("`early_stop=True` needs `threshold=` (the OOD-score threshold, e.g. the score at "
                              "95% TPR on in-distribution data): an image stops once it is accepted at it.")
         self.early_stop = early_stop
+        self.eot_iter = 1  # expectation over transformation: gradient/value averaged over draws
+        self._objective_fn: Callable | None = None  # a replacement objective (OODAutoAttack's margin)
+        # image ids of the rows of the next call (per-image seeds), set by an ensemble that
+        # attacks a subset of its batch; None: the row index
+        self._image_ids: list | None = None
         self.supported_mode = ["default"]
         self._last_objective: torch.Tensor | None = None
         self._last_clean_objective: torch.Tensor | None = None
@@ -325,6 +330,8 @@ class OODAttack(_TAAttack):
         detector's non-validating ``_attack_loss`` (inputs are validated once at entry)."""
         if self._normalization_applied is False:  # torchattacks' set_normalization_used path
             x = self.normalize(x)
+        if self._objective_fn is not None:
+            return self._objective_fn(x)
         return self.detector._attack_loss(x)
 
     def _signed_objective(self, x: torch.Tensor) -> torch.Tensor:
@@ -339,18 +346,27 @@ class OODAttack(_TAAttack):
     def _value_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Signed objective ``(B,)`` and its gradient w.r.t. ``x`` only (no parameter .grad)."""
         x = x.detach().requires_grad_(True)
-        with torch.enable_grad():
-            f = self._signed_objective(x)
-            if not f.requires_grad:  # a Python flag, no host-device sync
-                raise ValueError(self._NOT_DIFFERENTIABLE)
-            (g,) = torch.autograd.grad(f.sum(), x, allow_unused=True)
-        if g is None:
-            g = torch.zeros_like(x)
-        return f.detach(), g
+        f_sum, g_sum = None, None
+        for _ in range(self.eot_iter):
+            with torch.enable_grad():
+                f = self._signed_objective(x)
+                if not f.requires_grad:  # a Python flag, no host-device sync
+                    raise ValueError(self._NOT_DIFFERENTIABLE)
+                (g,) = torch.autograd.grad(f.sum(), x, allow_unused=True)
+            if g is None:
+                g = torch.zeros_like(x)
+            f_sum = f.detach() if f_sum is None else f_sum + f.detach()
+            g_sum = g if g_sum is None else g_sum + g
+        if self.eot_iter == 1:
+            return f_sum, g_sum
+        return f_sum / self.eot_iter, g_sum / self.eot_iter
 
     @torch.no_grad()
     def _value(self, x: torch.Tensor) -> torch.Tensor:
-        return self._signed_objective(x).detach()
+        f = self._signed_objective(x).detach()
+        for _ in range(self.eot_iter - 1):
+            f = f + self._signed_objective(x).detach()
+        return f if self.eot_iter == 1 else f / self.eot_iter
 
     # -- threshold, success and cost ----------------------------------------------------
     def _raw_score(self, x: torch.Tensor) -> torch.Tensor:
@@ -372,7 +388,7 @@ class OODAttack(_TAAttack):
         known function of its objective."""
         if self.threshold is None:
             return None
-        to_score = _score_from_loss(self.detector)
+        to_score = None if (self._objective_fn is not None or self.eot_iter > 1) else _score_from_loss(self.detector)
         if to_score is not None and self._normalization_applied is not False:
             s = to_score(f * self.sign)
         else:
@@ -382,9 +398,9 @@ class OODAttack(_TAAttack):
 
     def _eval(self, x: torch.Tensor, with_grad: bool):
         """Signed objective, gradient (or ``None``) and success (or ``None``) at ``x``; counted."""
-        self._cost["forwards"] += x.shape[0]
+        self._cost["forwards"] += x.shape[0] * self.eot_iter
         if with_grad:
-            self._cost["backwards"] += x.shape[0]
+            self._cost["backwards"] += x.shape[0] * self.eot_iter
             f, g = self._value_and_grad(x)
         else:
             f, g = self._value(x), None
@@ -437,8 +453,9 @@ class OODAttack(_TAAttack):
             return torch.rand((len(active),) + shape, device=x.device, dtype=x.dtype)
         rows = []
         g = torch.Generator(device=x.device)
+        ids = self._image_ids
         for i in active:
-            g.manual_seed(image_seed(self.seed, i, stream))
+            g.manual_seed(image_seed(self.seed, i if ids is None else ids[i], stream))
             rows.append(torch.rand(shape, generator=g, device=x.device, dtype=x.dtype))
         return torch.stack(rows) if rows else torch.empty((0,) + shape, device=x.device, dtype=x.dtype)
 
