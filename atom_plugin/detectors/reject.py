@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .._validation import check_int
+from ..models import _unwrap
 from ..objectives import reject_nll, reject_sum_nll
 from .base import Detector
 from .registry import register_detector
@@ -52,10 +54,37 @@ class RejectSum(Detector):
         model: a (K+R)-way classifier with ``R >= 1``, e.g.
             ``with_reject_head(model, K, num_reject=5)``.
         num_classes: ``K`` (default: ``model.ood_num_classes``).
+        num_reject: ``R`` (default: ``model.ood_num_reject``).  ``R`` is never guessed as
+            "all outputs after K": a model without ``ood_num_reject`` needs ``num_reject``,
+            and ``K + R`` must equal its number of outputs.
     """
 
-    def __init__(self, model: nn.Module, num_classes: int | None = None) -> None:
+    def __init__(self, model: nn.Module, num_classes: int | None = None, num_reject: int | None = None) -> None:
         super().__init__(model, num_classes)
+        recorded = getattr(model, "ood_num_reject", None)
+        if recorded is None:
+            recorded = getattr(_unwrap(model), "ood_num_reject", None)
+        if num_reject is not None:
+            check_int(num_reject, "num_reject", low=1)
+            if num_reject != self.num_reject:
+                raise ValueError(
+                    f"`num_reject`={num_reject} does not fit the model: it has {self.num_classes + self.num_reject} "
+                    f"outputs, so K={self.num_classes} leaves R={self.num_reject}; pass matching num_classes and "
+                    "num_reject."
+                )
+        elif num_classes is not None and recorded is None and self.num_reject >= 1:
+            raise ValueError(
+                f"RejectSum(model, num_classes={self.num_classes}) on a model with "
+                f"{self.num_classes + self.num_reject} outputs would read R={self.num_reject} reject classes from "
+                f"the output count alone; pass num_reject={self.num_reject} to confirm, or build the model with "
+                f"atom_plugin.models.with_reject_head(model, K, num_reject=R) (it records R)."
+            )
+        elif recorded is not None and int(recorded) != self.num_reject:
+            raise ValueError(
+                f"`num_classes`={self.num_classes} leaves R={self.num_reject} reject classes, but the model records "
+                f"ood_num_reject={int(recorded)} (K={getattr(model, 'ood_num_classes', '?')}); pass the model's K "
+                "or omit num_classes."
+            )
         if self.num_reject < 1:
             raise ValueError(
                 f"RejectSum needs reject classes, but `model` has K={self.num_classes} classes and none "
