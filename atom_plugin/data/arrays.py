@@ -20,6 +20,20 @@ __all__ = ["load_random_300k", "load_npy_images", "RANDOM_300K_FILE"]
 RANDOM_300K_FILE = "300K_random_images.npy"
 
 
+def _load_npy(path: str) -> np.ndarray:
+    """``np.load(path, mmap_mode="r", allow_pickle=False)`` with errors that name the file."""
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as err:
+        if "allow_pickle" in str(err) or "object" in str(err).lower():
+            raise ValueError(f"{path} holds an object-dtype array (pickled Python objects), which is never "
+                             "loaded; save the images as a numeric uint8 or float array.") from None
+        raise ValueError(f"{path} is not a readable .npy array ({err}); re-save it with np.save.") from None
+    except (OSError, EOFError) as err:
+        raise ValueError(f"{path} is not a readable .npy array ({type(err).__name__}: {err}); re-save it with "
+                         "np.save.") from None
+
+
 def load_npy_images(path: str, label: int = OOD_LABEL, name: str = "") -> NumpyImageDataset:
     """A memory-mapped ``.npy`` of images: ``uint8 (N, H, W, C)`` or float ``(N, C, H, W)`` in [0, 1].
 
@@ -28,7 +42,7 @@ def load_npy_images(path: str, label: int = OOD_LABEL, name: str = "") -> NumpyI
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image array not found: {path}.")
-    arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    arr = _load_npy(path)
     channels_last_u8 = arr.dtype == np.uint8 and arr.ndim == 4 and arr.shape[-1] in (1, 3)
     channels_first_float = arr.dtype in (np.float16, np.float32, np.float64) and arr.ndim == 4 and arr.shape[1] in (1, 3)
     if not (channels_last_u8 or channels_first_float) or arr.shape[0] == 0:

@@ -61,10 +61,24 @@ class RestrictedUnpickler(pickle.Unpickler):
             ) from None
 
 
+class DatasetPickleError(pickle.UnpicklingError, ValueError):
+    """A dataset pickle that is refused or unreadable; the message names the file (a
+    ``ValueError`` too, so the CLI reports it as an input error)."""
+
+
 def restricted_pickle_load(path: str, encoding: str = "latin1") -> Any:
     """Load a pickle of plain containers and numpy arrays with :class:`RestrictedUnpickler`."""
     with open(path, "rb") as f:
-        return RestrictedUnpickler(f, encoding=encoding).load()
+        try:
+            return RestrictedUnpickler(f, encoding=encoding).load()
+        except pickle.UnpicklingError as err:
+            if "refusing to load global" in str(err):
+                raise DatasetPickleError(f"{path}: {err}; use the official python batches.") from None
+            raise DatasetPickleError(f"{path} is not a readable pickle ({err}); re-extract the dataset archive.") \
+                from None
+        except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, UnicodeDecodeError) as err:
+            raise DatasetPickleError(f"{path} is truncated or not a dataset pickle ({type(err).__name__}); "
+                                     "re-extract the dataset archive.") from None
 
 
 def _get(d: dict, key: str):

@@ -71,8 +71,13 @@ class ImageFolderDataset(Dataset):
         from PIL import Image
 
         s = self.image_size
-        with Image.open(self.paths[i]) as im:
-            im = im.convert("RGB")
+        try:
+            with Image.open(self.paths[i]) as im:
+                im = im.convert("RGB")
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+            # UnidentifiedImageError / "image file is truncated" are OSErrors; a bad PNG chunk is a SyntaxError
+            raise ValueError(f"{self.paths[i]} cannot be read as an image ({type(err).__name__}: {err}); "
+                             "remove or replace the file.") from None
         w, h = im.size
         if self.mode == "resize_crop" and min(w, h) != s:
             scale = s / min(w, h)

@@ -35,8 +35,21 @@ __all__ = ["ImageNetRCDataset", "load_imagenet_rc", "npz_member"]
 def npz_member(path: str, key: str) -> np.ndarray:
     """Array ``key`` of the ``.npz`` at ``path``: memory-mapped if stored uncompressed, else loaded.
 
-    Never unpickles (object arrays are refused).
+    Never unpickles (object arrays are refused).  Unreadable files raise ``ValueError`` naming them.
     """
+    try:
+        return _npz_member(path, key)
+    except ValueError as err:
+        if str(err).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: array {key!r} cannot be read ({err}); re-create the file with np.savez "
+                         "of numeric arrays.") from None
+    except (OSError, EOFError, zipfile.BadZipFile, struct.error) as err:
+        raise ValueError(f"{path} is not a readable .npz file ({type(err).__name__}: {err}); download or "
+                         "re-create it.") from None
+
+
+def _npz_member(path: str, key: str) -> np.ndarray:
     with zipfile.ZipFile(path) as zf:
         try:
             info = zf.getinfo(key + ".npy")

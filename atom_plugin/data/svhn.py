@@ -34,7 +34,11 @@ def load_svhn(root: str, split: str = "test") -> TensorImageDataset:
             f"SVHN {split} split not found: expected {os.path.join(root, fname)}. This library never downloads; "
             f"get {fname} from http://ufldl.stanford.edu/housenumbers/ and put it in {root}."
         )
-    mat = loadmat(path)
+    try:
+        mat = loadmat(path)
+    except Exception as err:  # MatReadError, ValueError, OSError, TypeError from a truncated/foreign file
+        raise ValueError(f"{path} is not a readable SVHN .mat file ({type(err).__name__}: {str(err)[:120]}); "
+                         f"download {fname} again.") from None
     if "X" not in mat or "y" not in mat:
         raise ValueError(f"{path} must contain arrays 'X' and 'y' (the SVHN format 2 layout), found {sorted(mat)}.")
     x, y = mat["X"], np.asarray(mat["y"]).reshape(-1)
