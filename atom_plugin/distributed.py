@@ -65,6 +65,31 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
+#: collective timeout of :func:`init_from_env` in seconds (NCCL's own default; gloo's is 30 min):
+#: a rank whose peer froze fails after this long instead of waiting.  Override per call with
+#: ``timeout_s`` or for a launch with the environment variable ``ATOM_PLUGIN_DIST_TIMEOUT``.
+DEFAULT_TIMEOUT_S = 600.0
+TIMEOUT_ENV = "ATOM_PLUGIN_DIST_TIMEOUT"
+
+
+def collective_timeout(timeout_s: float | None = None) -> float:
+    """The collective timeout in seconds: ``timeout_s``, else ``$ATOM_PLUGIN_DIST_TIMEOUT``,
+    else :data:`DEFAULT_TIMEOUT_S`."""
+    from ._validation import check_float
+
+    if timeout_s is None:
+        env = os.environ.get(TIMEOUT_ENV, "").strip()
+        if not env:
+            return DEFAULT_TIMEOUT_S
+        try:
+            timeout_s = float(env)
+        except ValueError:
+            raise ValueError(f"${TIMEOUT_ENV}={env!r} is not a number of seconds; set e.g. "
+                             f"{TIMEOUT_ENV}=1800.") from None
+        return check_float(timeout_s, f"${TIMEOUT_ENV}", low=0.0, low_open=True)
+    return check_float(timeout_s, "timeout_s", low=0.0, low_open=True)
+
+
 def init_from_env(backend: str | None = None, timeout_s: float | None = None) -> bool:
     """Initialise the default process group from torchrun's environment variables.
 
@@ -75,7 +100,9 @@ def init_from_env(backend: str | None = None, timeout_s: float | None = None) ->
     Args:
         backend: ``"gloo"``, ``"nccl"`` or ``None`` (``nccl`` if CUDA is available, else
             ``gloo``).  With CUDA, the current device is set to ``LOCAL_RANK``.
-        timeout_s: optional collective timeout in seconds.
+        timeout_s: collective timeout in seconds (default: ``$ATOM_PLUGIN_DIST_TIMEOUT`` or
+            :data:`DEFAULT_TIMEOUT_S` = 600): a collective that a peer never joins (a
+            frozen or killed rank) raises after this long instead of hanging for 30 minutes.
     """
     if dist.is_available() and dist.is_initialized():
         return True
@@ -95,11 +122,10 @@ def init_from_env(backend: str | None = None, timeout_s: float | None = None) ->
     check_choice(backend, "backend", ("gloo", "nccl", "mpi", "ucc"))
     if backend == "nccl":
         torch.cuda.set_device(default_device())
-    kwargs: dict[str, Any] = {}
-    if timeout_s is not None:
-        import datetime
+    import datetime
 
-        kwargs["timeout"] = datetime.timedelta(seconds=float(timeout_s))
+    timeout = datetime.timedelta(seconds=collective_timeout(timeout_s))
+    kwargs: dict[str, Any] = {"timeout": timeout}
     dist.init_process_group(backend=backend, init_method="env://", **kwargs)
     return True
 
