@@ -43,15 +43,23 @@ class NumpyDraws:
     device = torch.device("cpu")
     dtype = torch.float64
 
+    @staticmethod
+    def _layout(draw, shape):
+        """Per-pixel draws (shape (1, C, H, W)) come in the reference's (H, W, C) order."""
+        shape = tuple(shape)[1:]
+        if len(shape) == 3 and shape[0] in (1, 3):
+            return torch.from_numpy(draw(shape[1:] + shape[:1])).permute(2, 0, 1)[None]
+        return torch.from_numpy(draw(shape))[None]
+
     def uniform(self, shape, low, high):
         import numpy as np
 
-        return torch.from_numpy(np.random.uniform(low, high, size=tuple(shape)[1:]))[None]
+        return self._layout(lambda sz: np.asarray(np.random.uniform(low, high, size=sz)), shape)
 
     def normal(self, shape, loc, scale):
         import numpy as np
 
-        return torch.from_numpy(np.random.normal(size=tuple(shape)[1:], loc=loc, scale=scale))[None]
+        return self._layout(lambda sz: np.asarray(np.random.normal(size=sz, loc=loc, scale=scale)), shape)
 
     def randint(self, high):
         import numpy as np

@@ -19,16 +19,18 @@ import torch.nn.functional as F
 
 from ._common import filter_matrix, gaussian_filter
 from .draws import TorchDraws
+from .tables import SEVERITY_TABLES, table_params
 
-DEFOCUS = ((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5))
-GLASS = ((0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2))
-MOTION = ((10, 3), (15, 5), (15, 8), (15, 12), (20, 15))
-GAUSSIAN = (1, 2, 3, 4, 6)
+# the imagenet table's constants (kept for compatibility; see tables.py for all tables)
+DEFOCUS = SEVERITY_TABLES["imagenet"]["defocus_blur"]
+GLASS = SEVERITY_TABLES["imagenet"]["glass_blur"]
+MOTION = SEVERITY_TABLES["imagenet"]["motion_blur"]
+GAUSSIAN = SEVERITY_TABLES["imagenet"]["gaussian_blur"]
 
 
-def zoom_factors(severity: int) -> np.ndarray:
-    return [np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01), np.arange(1, 1.21, 0.02),
-            np.arange(1, 1.26, 0.02), np.arange(1, 1.31, 0.03)][severity - 1]
+def zoom_factors(severity: int, table: str = "imagenet") -> np.ndarray:
+    start, stop, step = table_params(table, "zoom_blur", severity)
+    return np.arange(start, stop, step)
 
 
 # -- defocus ---------------------------------------------------------------------------
@@ -39,7 +41,7 @@ def _cv2_gaussian_1d(ksize: int, sigma: float) -> np.ndarray:
 
 
 @lru_cache(maxsize=None)
-def disk_kernel(radius: int, alias_blur: float) -> np.ndarray:
+def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
     """The reference's anti-aliased disk: a binary disk normalized to sum 1, blurred by
     cv2.GaussianBlur (3x3 or 5x5, reflect-101 border)."""
     L = np.arange(-8, 9) if radius <= 8 else np.arange(-radius, radius + 1)
@@ -62,7 +64,7 @@ def disk_kernel(radius: int, alias_blur: float) -> np.ndarray:
 
 
 @lru_cache(maxsize=None)
-def _defocus_matrices(H: int, W: int, radius: int, alias_blur: float):
+def _defocus_matrices(H: int, W: int, radius: float, alias_blur: float):
     """The disk kernel as a sum of rank-one (separable) kernels (exact: its rank is
     3..7), each a pair of (n, n) filter matrices with the reflect-101 border."""
     k = disk_kernel(radius, alias_blur).astype(np.float64)
@@ -73,19 +75,21 @@ def _defocus_matrices(H: int, W: int, radius: int, alias_blur: float):
     return torch.from_numpy(Mh), torch.from_numpy(Mw), r
 
 
-def defocus_blur(x: torch.Tensor, severity: int, draws: TorchDraws | None = None) -> torch.Tensor:
+def defocus_blur(x: torch.Tensor, severity: int, draws: TorchDraws | None = None,
+                 table: str = "imagenet") -> torch.Tensor:
     """cv2.filter2D with the reference's disk (reflect-101 border), computed exactly as a
     short sum of separable filters (two small matmuls)."""
     B, C, H, W = x.shape
-    Mh, Mw, r = _defocus_matrices(H, W, *DEFOCUS[severity - 1])
+    Mh, Mw, r = _defocus_matrices(H, W, *table_params(table, "defocus_blur", severity))
     Mh, Mw = Mh.to(x.dtype).to(x.device), Mw.to(x.dtype).to(x.device)
     t = torch.matmul(x, Mw.T).view(B, C, H, r, W).transpose(2, 3).reshape(B, C, r * H, W)
     return torch.matmul(Mh, t).clamp_(0, 1)
 
 
 # -- gaussian --------------------------------------------------------------------------
-def gaussian_blur(x: torch.Tensor, severity: int, draws: TorchDraws | None = None) -> torch.Tensor:
-    return gaussian_filter(x, GAUSSIAN[severity - 1]).clamp_(0, 1)
+def gaussian_blur(x: torch.Tensor, severity: int, draws: TorchDraws | None = None,
+                  table: str = "imagenet") -> torch.Tensor:
+    return gaussian_filter(x, table_params(table, "gaussian_blur", severity)).clamp_(0, 1)
 
 
 # -- glass -----------------------------------------------------------------------------
@@ -121,11 +125,11 @@ def _wavefronts(H: int, W: int, delta: int):
     return torch.from_numpy(pos), torch.from_numpy(seq.ravel()[order]), bounds
 
 
-def glass_blur(x: torch.Tensor, severity: int, draws: TorchDraws) -> torch.Tensor:
+def glass_blur(x: torch.Tensor, severity: int, draws: TorchDraws, table: str = "imagenet") -> torch.Tensor:
     """Gaussian blur, uint8 truncation, local pixel shuffle, gaussian blur (reference
     algorithm; the sequential sweep runs as wavefronts of independent steps, exact for
     the same random offsets, batched over images)."""
-    sigma, delta, iters = GLASS[severity - 1]
+    sigma, delta, iters = table_params(table, "glass_blur", severity)
     B, C, H, W = x.shape
     y = torch.floor(gaussian_filter(x, sigma) * 255.0) / 255.0
     wf = _wavefronts(H, W, delta)
@@ -160,18 +164,22 @@ def motion_kernel(radius: int, sigma: float) -> np.ndarray:
 MOTION_CHUNK = 64
 
 
-def motion_blur_layer(x: torch.Tensor, radius: int, sigma: float, angle: torch.Tensor) -> torch.Tensor:
+def motion_blur_layer(x: torch.Tensor, radius: int, sigma: float, angle: torch.Tensor,
+                      early_stop: bool = True) -> torch.Tensor:
     """The reference's ``_motion_blur`` on a batch: ``x`` (B, C, H, W), ``angle`` (B,) in
     degrees.  Sum over i of ``kernel[i]`` times ``x`` shifted by the i-th rounded point of
-    the line at ``angle`` (edge replicated); stops, without renormalizing, at the first
-    shift that reaches the image size (as the reference does)."""
+    the line at ``angle`` (edge replicated); with ``early_stop`` stops, without
+    renormalizing, at the first shift that reaches the image size (as ``imagecorruptions``
+    does; ImageMagick's MotionBlurImage, used by the CIFAR / Tiny-ImageNet generators, does
+    not stop)."""
     if x.device.type == "cpu" and x.shape[0] > MOTION_CHUNK:
-        return torch.cat([_motion_blur_chunk(x[i:i + MOTION_CHUNK], radius, sigma, angle[i:i + MOTION_CHUNK])
-                          for i in range(0, x.shape[0], MOTION_CHUNK)])
-    return _motion_blur_chunk(x, radius, sigma, angle)
+        return torch.cat([_motion_blur_chunk(x[i:i + MOTION_CHUNK], radius, sigma, angle[i:i + MOTION_CHUNK],
+                                             early_stop) for i in range(0, x.shape[0], MOTION_CHUNK)])
+    return _motion_blur_chunk(x, radius, sigma, angle, early_stop)
 
 
-def _motion_blur_chunk(x: torch.Tensor, radius: int, sigma: float, angle: torch.Tensor) -> torch.Tensor:
+def _motion_blur_chunk(x: torch.Tensor, radius: int, sigma: float, angle: torch.Tensor,
+                       early_stop: bool = True) -> torch.Tensor:
     B, C, H, W = x.shape
     width = 2 * radius + 1
     fdt = torch.float64 if x.device.type != "mps" else torch.float32
@@ -183,9 +191,11 @@ def _motion_blur_chunk(x: torch.Tensor, radius: int, sigma: float, angle: torch.
     dy = -torch.ceil(i * p0.view(-1, 1) / hyp.view(-1, 1) - 0.5).long()  # (B, n)
     dx = -torch.ceil(i * p1.view(-1, 1) / hyp.view(-1, 1) - 0.5).long()
     ok = (dy.abs() < H) & (dx.abs() < W)
+    if not early_stop:
+        ok = torch.ones_like(ok)
     ok = torch.cumprod(ok.long(), dim=1).to(fdt)
     w = (k.view(1, -1) * ok).to(x.dtype)  # (B, n); zero after the first out-of-image shift
-    P = min(width - 1, max(H, W) - 1)
+    P = width - 1 if not early_stop else min(width - 1, max(H, W) - 1)
     Hp, Wp = H + 2 * P, W + 2 * P
     # out[h, w] = sum_i w_i xpad[h + P - dy_i, w + P - dx_i]: one gather per tap i
     xp = F.pad(x, (P, P, P, P), mode="replicate").reshape(B, C, Hp * Wp)
@@ -198,26 +208,32 @@ def _motion_blur_chunk(x: torch.Tensor, radius: int, sigma: float, angle: torch.
     return out.view(B, C, H, W)
 
 
-def motion_blur(x: torch.Tensor, severity: int, draws: TorchDraws) -> torch.Tensor:
-    radius, sigma = MOTION[severity - 1]
+def motion_blur(x: torch.Tensor, severity: int, draws: TorchDraws, table: str = "imagenet") -> torch.Tensor:
+    radius, sigma = table_params(table, "motion_blur", severity)
     angle = draws.uniform((x.shape[0],), -45.0, 45.0)
-    return motion_blur_layer(x, radius, sigma, angle).clamp_(0, 1)
+    out = motion_blur_layer(x, radius, sigma, angle, early_stop=table == "imagenet").clamp_(0, 1)
+    if table != "imagenet":  # ImageMagick (the CIFAR / Tiny-ImageNet generators) returns 8 bits
+        out = torch.round(out * 255.0) / 255.0
+    return out
 
 
 # -- zoom ------------------------------------------------------------------------------
 @lru_cache(maxsize=None)
-def zoom_matrix(n: int, zoom: float, crop: bool = True) -> np.ndarray:
+def zoom_matrix(n: int, zoom: float, crop: bool = True, centre: bool = False) -> np.ndarray:
     """Matrix of the reference's ``clipped_zoom`` along one axis: centre crop of
     ceil(n / zoom), scipy.ndimage.zoom order 1 (grid_mode False) to round(crop * zoom)
-    outputs, (n, n) keeping the first n outputs when ``crop`` else (round(crop*zoom), n)."""
+    outputs, (n, n) keeping the first n outputs when ``crop`` (the n outputs from
+    ``(outputs - n) // 2`` with ``centre``, as the CIFAR / Tiny-ImageNet generators trim)
+    else (round(crop*zoom), n)."""
     ch = int(np.ceil(n / float(zoom)))
     top = (n - ch) // 2
     out_len = int(round(ch * zoom))
     scale = (ch - 1) / (out_len - 1) if out_len > 1 else 1.0
     rows = n if crop else out_len
+    first = max((out_len - n) // 2, 0) if (crop and centre) else 0
     A = np.zeros((rows, n))
     for o in range(rows):
-        t = o * scale
+        t = (o + first) * scale
         i0 = int(np.floor(t))
         f = t - i0
         if i0 >= ch - 1:
@@ -228,35 +244,38 @@ def zoom_matrix(n: int, zoom: float, crop: bool = True) -> np.ndarray:
     return A
 
 
-def clipped_zoom(x: torch.Tensor, zooms) -> torch.Tensor:
+def clipped_zoom(x: torch.Tensor, zooms, centre: bool = False) -> torch.Tensor:
     """Sum over ``zooms`` of the reference's ``clipped_zoom(x, z)``; x (B, C, H, W)."""
     H, W = x.shape[-2:]
     Z = len(zooms)
     B, C = x.shape[:2]
-    Ah = torch.from_numpy(np.concatenate([zoom_matrix(H, float(z)) for z in zooms], 1)).to(x.dtype).to(x.device)
-    Aw = torch.from_numpy(np.concatenate([zoom_matrix(W, float(z)) for z in zooms], 0)).to(x.dtype).to(x.device)
+    Ah = torch.from_numpy(np.concatenate([zoom_matrix(H, float(z), True, centre) for z in zooms], 1)).to(x.dtype).to(x.device)
+    Aw = torch.from_numpy(np.concatenate([zoom_matrix(W, float(z), True, centre) for z in zooms], 0)).to(x.dtype).to(x.device)
     t = torch.matmul(x, Aw.T).view(B, C, H, Z, W).transpose(2, 3).reshape(B, C, Z * H, W)
     return torch.matmul(Ah, t)  # (H, Z H) @ (B, C, Z H, W)
 
 
 @lru_cache(maxsize=16)
-def _zoom_blur_operator(H: int, W: int, severity: int):
+def _zoom_blur_operator(H: int, W: int, severity: int, table: str = "imagenet"):
     """The whole zoom blur as one sparse (HW, HW) float64 matrix (scipy CSR):
     ``(identity + sum_z kron(A_z^H, A_z^W)) / (Z + 1)``, about 8-13 non-zeros per row."""
     import scipy.sparse as sp
 
-    zs = zoom_factors(severity)
+    zs = zoom_factors(severity, table)
+    centre = table != "imagenet"
     M = sp.identity(H * W, format="csr")
     for z in zs:
-        M = M + sp.kron(sp.csr_matrix(zoom_matrix(H, float(z))), sp.csr_matrix(zoom_matrix(W, float(z))), "csr")
+        M = M + sp.kron(sp.csr_matrix(zoom_matrix(H, float(z), True, centre)),
+                        sp.csr_matrix(zoom_matrix(W, float(z), True, centre)), "csr")
     return (M / (len(zs) + 1)).tocsr()
 
 
 @lru_cache(maxsize=16)
-def _zoom_blur_tensor(H: int, W: int, severity: int, dtype: torch.dtype, device: str) -> torch.Tensor:
+def _zoom_blur_tensor(H: int, W: int, severity: int, dtype: torch.dtype, device: str,
+                      table: str = "imagenet") -> torch.Tensor:
     """:func:`_zoom_blur_operator` as a torch sparse CSR tensor on ``device`` (cached; ~12
     non-zeros per pixel, e.g. 150 KB at 32x32)."""
-    M = _zoom_blur_operator(H, W, severity)
+    M = _zoom_blur_operator(H, W, severity, table)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
         return torch.sparse_csr_tensor(
@@ -264,11 +283,11 @@ def _zoom_blur_tensor(H: int, W: int, severity: int, dtype: torch.dtype, device:
             torch.from_numpy(M.data), size=M.shape).to(device=device, dtype=dtype)
 
 
-def _zoom_blur_sparse(x: torch.Tensor, severity: int) -> torch.Tensor:
+def _zoom_blur_sparse(x: torch.Tensor, severity: int, table: str = "imagenet") -> torch.Tensor:
     """Zoom blur as one sparse-dense product (CPU and CUDA): ~15x faster than the two
     dense products per zoom factor of :func:`clipped_zoom` on 32x32 images."""
     B, C, H, W = x.shape
-    op = _zoom_blur_tensor(H, W, severity, x.dtype, str(x.device))
+    op = _zoom_blur_tensor(H, W, severity, x.dtype, str(x.device), table)
     out = op @ x.reshape(B * C, H * W).T.contiguous()  # (HW, BC)
     return out.T.reshape(B, C, H, W)
 
@@ -277,15 +296,16 @@ def _zoom_blur_sparse(x: torch.Tensor, severity: int) -> torch.Tensor:
 _NO_SPARSE: set = set()
 
 
-def zoom_blur(x: torch.Tensor, severity: int, draws: TorchDraws | None = None) -> torch.Tensor:
+def zoom_blur(x: torch.Tensor, severity: int, draws: TorchDraws | None = None,
+              table: str = "imagenet") -> torch.Tensor:
     key = (x.device.type, x.dtype)
     if x.device.type in ("cpu", "cuda") and x.dtype in (torch.float32, torch.float64) and key not in _NO_SPARSE:
         try:
-            return _zoom_blur_sparse(x, severity).clamp_(0, 1)
+            return _zoom_blur_sparse(x, severity, table).clamp_(0, 1)
         except (RuntimeError, NotImplementedError):  # no sparse CSR kernel in this build
             _NO_SPARSE.add(key)
-    zs = zoom_factors(severity)  # the same operator as two dense products per zoom factor
-    return ((x + clipped_zoom(x, zs)) / (len(zs) + 1)).clamp_(0, 1)
+    zs = zoom_factors(severity, table)  # the same operator as two dense products per zoom factor
+    return ((x + clipped_zoom(x, zs, table != "imagenet")) / (len(zs) + 1)).clamp_(0, 1)
 
 
 FUNCTIONS = {

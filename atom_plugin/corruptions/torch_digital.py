@@ -21,34 +21,37 @@ import torch.nn.functional as F
 
 from ._common import gaussian_filter, symmetric_index
 from .draws import TorchDraws
+from .tables import SEVERITY_TABLES, table_params
 
-CONTRAST = (0.4, 0.3, 0.2, 0.1, 0.05)
-BRIGHTNESS = (0.1, 0.2, 0.3, 0.4, 0.5)
-SATURATE = ((0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2))
-ELASTIC = (250 * 0.05, 250 * 0.065, 250 * 0.085, 250 * 0.1, 250 * 0.12)
-PIXELATE = (0.6, 0.5, 0.4, 0.3, 0.25)
-JPEG = (25, 18, 15, 10, 7)
+# the imagenet table's constants (kept for compatibility; see tables.py for all tables)
+CONTRAST = SEVERITY_TABLES["imagenet"]["contrast"]
+BRIGHTNESS = SEVERITY_TABLES["imagenet"]["brightness"]
+SATURATE = SEVERITY_TABLES["imagenet"]["saturate"]
+ELASTIC = SEVERITY_TABLES["imagenet"]["elastic_transform"]
+PIXELATE = SEVERITY_TABLES["imagenet"]["pixelate"]
+JPEG = SEVERITY_TABLES["imagenet"]["jpeg_compression"]
 
 
-def contrast(x: torch.Tensor, severity: int, draws: TorchDraws | None = None) -> torch.Tensor:
-    c = CONTRAST[severity - 1]
+def contrast(x: torch.Tensor, severity: int, draws: TorchDraws | None = None, table: str = "imagenet") -> torch.Tensor:
+    c = table_params(table, "contrast", severity)
     m = x.mean(dim=(2, 3), keepdim=True)
     return ((x - m) * c + m).clamp_(0, 1)
 
 
-def brightness(x: torch.Tensor, severity: int, draws: TorchDraws | None = None) -> torch.Tensor:
+def brightness(x: torch.Tensor, severity: int, draws: TorchDraws | None = None,
+               table: str = "imagenet") -> torch.Tensor:
     """HSV value + c (clipped): RGB scales by v'/v; black pixels become gray v'."""
-    c = BRIGHTNESS[severity - 1]
+    c = table_params(table, "brightness", severity)
     v = x.amax(dim=1, keepdim=True)
     v2 = (v + c).clamp(0, 1)
     scale = torch.where(v > 0, v2 / v.clamp_min(1e-12), torch.zeros_like(v))
     return torch.where(v > 0, x * scale, v2.expand_as(x)).clamp_(0, 1)
 
 
-def saturate(x: torch.Tensor, severity: int, draws: TorchDraws | None = None) -> torch.Tensor:
+def saturate(x: torch.Tensor, severity: int, draws: TorchDraws | None = None, table: str = "imagenet") -> torch.Tensor:
     """HSV saturation * a + b (clipped).  For s > 0: channel' = v - (s'/s)(v - channel);
     for gray pixels (s = 0, hue 0 in skimage): (v, v(1 - s'), v(1 - s'))."""
-    a, b = SATURATE[severity - 1]
+    a, b = table_params(table, "saturate", severity)
     v = x.amax(dim=1, keepdim=True)
     delta = v - x.amin(dim=1, keepdim=True)
     gray = delta == 0
@@ -92,11 +95,15 @@ def elastic_fields(shape, draws: TorchDraws):
     return ux, uy
 
 
-def elastic_transform(x: torch.Tensor, severity: int, draws: TorchDraws | None = None, fields=None) -> torch.Tensor:
+def elastic_transform(x: torch.Tensor, severity: int, draws: TorchDraws | None = None, table: str = "imagenet",
+                      fields=None) -> torch.Tensor:
     """Displace by alpha * gaussian-smoothed uniform fields; ``fields`` = (ux, uy), each
-    (B, H, W) uniform in +-0.005 H (drawn from ``draws`` when omitted)."""
+    (B, H, W) uniform in +-0.005 H (drawn from ``draws`` when omitted).  CIFAR /
+    Tiny-ImageNet tables: :func:`elastic_affine` (a random affine warp first)."""
+    if table != "imagenet":
+        return elastic_affine(x, severity, draws, table)
     B, C, H, W = x.shape
-    alpha = ELASTIC[severity - 1]
+    alpha = table_params(table, "elastic_transform", severity)
     ux, uy = fields if fields is not None else elastic_fields(x.shape, draws)
     fdt = torch.float64 if x.device.type != "mps" else torch.float32
     dx = (_smooth_field(ux.to(fdt), H * 0.01, W * 0.01) * alpha).to(torch.float32)
@@ -109,10 +116,107 @@ def elastic_transform(x: torch.Tensor, severity: int, draws: TorchDraws | None =
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False).clamp_(0, 1)
 
 
+def _mirror_index(i: torch.Tensor, n: int) -> torch.Tensor:
+    """cv2 BORDER_REFLECT_101 (scipy "mirror") index into [0, n)."""
+    if n == 1:
+        return torch.zeros_like(i)
+    p = 2 * n - 2
+    i = torch.remainder(i, p)
+    return torch.where(i >= n, p - i, i)
+
+
+def affine_fields(shape, affine: float, draws: TorchDraws) -> torch.Tensor:
+    """The 3 x 2 random offsets of the affine warp's target points, (B, 3, 2) float32."""
+    return draws.uniform((shape[0], 3, 2), -affine, affine).to(torch.float32)
+
+
+def warp_affine_reflect101(x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """``cv2.warpAffine(img, getAffineTransform(pts1, pts1 + offsets), borderMode=
+    BORDER_REFLECT_101)`` (bilinear) of the CIFAR-C elastic transform, per image: pts1 are
+    the corners ``centre +- min(H, W) // 3`` written (row, col) as the generator does and
+    read (x, y) by OpenCV.  Sampling: output pixel (x, y) reads the source at
+    ``M^-1 (x, y)`` bilinearly, out-of-image taps mirrored (reflect-101)."""
+    B, C, H, W = x.shape
+    fdt = torch.float64 if x.device.type != "mps" else torch.float32
+    c0, c1 = float(H // 2), float(W // 2)
+    s = float(min(H, W) // 3)
+    p1 = torch.tensor([[c0 + s, c1 + s], [c0 + s, c1 - s], [c0 - s, c1 - s]], dtype=fdt, device=x.device)
+    p2 = p1.unsqueeze(0) + offsets.to(fdt)                                      # (B, 3, 2)
+    # M (2 x 3) maps p1 -> p2: [p1 | 1] @ M^T = p2
+    A = torch.cat([p1, torch.ones(3, 1, dtype=fdt, device=x.device)], 1).expand(B, 3, 3)
+    Mt = torch.linalg.solve(A, p2)                                              # (B, 3, 2)
+    a, b, c = Mt[:, 0, 0], Mt[:, 1, 0], Mt[:, 2, 0]   # x' = a x + b y + c
+    d, e, f = Mt[:, 0, 1], Mt[:, 1, 1], Mt[:, 2, 1]   # y' = d x + e y + f
+    det = a * e - b * d
+    inv = torch.where(det != 0, 1.0 / det, torch.zeros_like(det))
+    A11, A12, A21, A22 = e * inv, -b * inv, -d * inv, a * inv
+    b1, b2 = -A11 * c - A12 * f, -A21 * c - A22 * f
+    gy = torch.arange(H, device=x.device, dtype=fdt).view(1, H, 1)
+    gx = torch.arange(W, device=x.device, dtype=fdt).view(1, 1, W)
+    X = A11.view(B, 1, 1) * gx + A12.view(B, 1, 1) * gy + b1.view(B, 1, 1)
+    Y = A21.view(B, 1, 1) * gx + A22.view(B, 1, 1) * gy + b2.view(B, 1, 1)
+    x0, y0 = torch.floor(X), torch.floor(Y)
+    fx, fy = (X - x0).unsqueeze(1).to(x.dtype), (Y - y0).unsqueeze(1).to(x.dtype)
+    x0, y0 = x0.long(), y0.long()
+    xa, xb = _mirror_index(x0, W), _mirror_index(x0 + 1, W)
+    ya, yb = _mirror_index(y0, H), _mirror_index(y0 + 1, H)
+    flat = x.reshape(B, C, H * W)
+
+    def g(yy, xx):
+        return flat.gather(2, (yy * W + xx).reshape(B, 1, -1).expand(B, C, -1)).reshape(B, C, H, W)
+
+    return (1 - fy) * ((1 - fx) * g(ya, xa) + fx * g(ya, xb)) + fy * ((1 - fx) * g(yb, xa) + fx * g(yb, xb))
+
+
+def elastic_affine(x: torch.Tensor, severity: int, draws: TorchDraws, table: str,
+                   fields=None) -> torch.Tensor:
+    """The CIFAR-10-C / Tiny-ImageNet-C elastic transform: a random affine warp (target
+    points moved by uniform +-affine), then displacement by alpha x gaussian(sigma)-smoothed
+    uniform(-1, 1) fields (scipy "reflect" borders, truncate 3), bilinear sampling with
+    "reflect" borders; alpha, sigma, affine are fractions of the image height.  Draw
+    order as the generator: the 6 affine offsets, then the x field, then the y field.
+    ``fields`` = (offsets (B, 3, 2), ux (B, H, W), uy (B, H, W)) replaces the draws."""
+    B, C, H, W = x.shape
+    fa, fs, faff = table_params(table, "elastic_transform", severity)
+    alpha, sigma, affine = H * fa, H * fs, H * faff
+    if fields is None:
+        offsets = affine_fields(x.shape, affine, draws)
+        ux = draws.uniform((B, H, W), -1.0, 1.0)
+        uy = draws.uniform((B, H, W), -1.0, 1.0)
+    else:
+        offsets, ux, uy = fields
+    y = warp_affine_reflect101(x, offsets)
+    fdt = torch.float64 if x.device.type != "mps" else torch.float32
+    if sigma > 0:
+        dx = _smooth_field(ux.to(fdt), sigma, sigma) * alpha
+        dy = _smooth_field(uy.to(fdt), sigma, sigma) * alpha
+    else:  # scipy skips a zero sigma
+        dx, dy = ux.to(fdt) * alpha, uy.to(fdt) * alpha
+    if alpha == 0:
+        return y.clamp_(0, 1)
+    dx, dy = dx.to(torch.float32).to(fdt), dy.to(torch.float32).to(fdt)
+    gy = torch.arange(H, device=x.device, dtype=fdt).view(1, H, 1)
+    gx = torch.arange(W, device=x.device, dtype=fdt).view(1, 1, W)
+    # as in elastic_transform: grid_sample (reflection, align_corners=False) = scipy's
+    # map_coordinates(order=1, mode="reflect")
+    grid = torch.stack([(2 * (gx + dx) + 1) / W - 1, (2 * (gy + dy) + 1) / H - 1], dim=-1).to(x.dtype)
+    return F.grid_sample(y, grid, mode="bilinear", padding_mode="reflection", align_corners=False).clamp_(0, 1)
+
+
 # -- pixelate --------------------------------------------------------------------------
+#: Pillow's fixed-point resampling precision (Resample.c: PRECISION_BITS = 32 - 8 - 2)
+_PRECISION = 22
+
+
 @lru_cache(maxsize=None)
 def box_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """PIL's BOX resampling weights (n_out, n_in) (downscale)."""
+    """Pillow's BOX resampling of an 8-bit axis, (n_out, n_in): the integer fixed-point
+    weights (2^22 = 1) Pillow uses; ``out = clip((M @ u + 2^21) >> 22, 0, 255)``.
+
+    Pillow's box filter keeps input j for output o when ``-0.5 < (j + 0.5 - c) / s <= 0.5``
+    with centre ``c = (o + 0.5) n_in / n_out`` and ``s = max(n_in / n_out, 1)``, over the
+    window ``[int(c - s/2 + 0.5), int(c + s/2 + 0.5))``; the weights (1 / count) are
+    rounded to 22 fractional bits."""
     scale = n_in / n_out
     fscale = max(scale, 1.0)
     support = 0.5 * fscale
@@ -121,29 +225,65 @@ def box_matrix(n_in: int, n_out: int) -> np.ndarray:
         center = (o + 0.5) * scale
         lo = max(int(center - support + 0.5), 0)
         hi = min(int(center + support + 0.5), n_in)
-        w = np.array([1.0 if -0.5 <= (j - center + 0.5) / fscale < 0.5 else 0.0 for j in range(lo, hi)])
-        A[o, lo:hi] = w / w.sum()
+        t = (np.arange(lo, hi) - center + 0.5) / fscale
+        w = ((t > -0.5) & (t <= 0.5)).astype(np.float64)
+        if w.sum() > 0:
+            w /= w.sum()
+        A[o, lo:hi] = np.trunc(0.5 + w * (1 << _PRECISION))
     return A
 
 
+@lru_cache(maxsize=None)
 def nearest_index(n_in: int, n_out: int) -> np.ndarray:
-    """PIL NEAREST resize source index of each output pixel."""
-    scale = n_in / n_out
-    return np.minimum(np.floor((np.arange(n_out) + 0.5) * scale).astype(np.int64), n_in - 1)
+    """Pillow's NEAREST resize source index of each output pixel: Pillow walks the output
+    accumulating ``x += n_in / n_out`` from ``0.5 n_in / n_out`` in double precision and
+    truncates (ImagingScaleAffine), which differs from ``floor((o + 0.5) n_in / n_out)``
+    where the exact value is an integer."""
+    a = n_in / n_out
+    xo = 0.5 * a
+    out = np.empty(n_out, dtype=np.int64)
+    for o in range(n_out):
+        out[o] = int(xo)
+        xo += a
+    return np.minimum(out, n_in - 1)
 
 
-def pixelate(x: torch.Tensor, severity: int, draws: TorchDraws | None = None) -> torch.Tensor:
-    c = PIXELATE[severity - 1]
+def _pil_pass(u: torch.Tensor, A: np.ndarray, dim: int) -> torch.Tensor:
+    """One Pillow BOX pass on 8-bit values ``u`` along ``dim`` (-1 or -2), exact: the
+    products of 8-bit values and 22-bit weights are integers, exact in float64."""
+    if A.shape[0] == A.shape[1] and np.array_equal(A, np.eye(A.shape[0]) * (1 << _PRECISION)):
+        return u  # Pillow skips a pass whose size does not change
+    if u.device.type == "mps":  # no float64: float weights, correct up to ties
+        M = torch.from_numpy(A / (1 << _PRECISION)).to(torch.float32).to(u.device)
+        v = torch.matmul(u, M.T) if dim == -1 else torch.matmul(M, u)
+        return torch.floor(v + 0.5).clamp_(0, 255)
+    M = torch.from_numpy(A).to(u.device)
+    v = torch.matmul(u, M.T) if dim == -1 else torch.matmul(M, u)
+    return torch.floor((v + (1 << (_PRECISION - 1))) * (1.0 / (1 << _PRECISION))).clamp_(0, 255)
+
+
+def pixelate(x: torch.Tensor, severity: int, draws: TorchDraws | None = None, table: str = "imagenet") -> torch.Tensor:
+    """Pillow BOX downscale to ``int(side c)`` (horizontal then vertical pass, each
+    rounded to 8 bits with Pillow's fixed-point weights), then back up with NEAREST
+    (imagecorruptions) or BOX (CIFAR / Tiny-ImageNet generators; upscaling, it copies the
+    input pixel under each output centre).  Exact (the output is 8-bit)."""
+    c = table_params(table, "pixelate", severity)
     H, W = x.shape[-2:]
     h, w = int(H * c), int(W * c)
-    Ah = torch.from_numpy(box_matrix(H, h)).to(x.dtype).to(x.device)
-    Aw = torch.from_numpy(box_matrix(W, w)).to(x.dtype).to(x.device)
-    # PIL resamples horizontally then vertically, rounding to 8 bits after each pass
-    small = torch.floor(torch.matmul(x * 255.0, Aw.T) + 0.5)
-    small = torch.floor(torch.matmul(Ah, small) + 0.5) / 255.0
-    ih = torch.from_numpy(nearest_index(h, H)).to(x.device)
-    iw = torch.from_numpy(nearest_index(w, W)).to(x.device)
-    return small.index_select(2, ih).index_select(3, iw).clamp_(0, 1)
+    if h < 1 or w < 1:
+        raise ValueError(f"`images` of size {H}x{W} are too small for 'pixelate' at severity {severity}: "
+                         f"int(side x {c}) must be >= 1.")
+    fdt = torch.float32 if x.device.type == "mps" else torch.float64
+    u = torch.round(x.to(fdt) * 255.0)  # Pillow sees uint8 images
+    small = _pil_pass(u, box_matrix(W, w), -1)
+    small = _pil_pass(small, box_matrix(H, h), -2)
+    if table == "imagenet":
+        ih, iw = nearest_index(h, H), nearest_index(w, W)
+    else:
+        ih = np.minimum(((np.arange(H) + 0.5) * (h / H)).astype(np.int64), h - 1)
+        iw = np.minimum(((np.arange(W) + 0.5) * (w / W)).astype(np.int64), w - 1)
+    out = small.index_select(-2, torch.from_numpy(ih).to(x.device)).index_select(-1, torch.from_numpy(iw).to(x.device))
+    return (out / 255.0).to(x.dtype)
 
 
 # -- JPEG ------------------------------------------------------------------------------
@@ -198,8 +338,9 @@ def _fancy_upsample(c: torch.Tensor, H: int, W: int) -> torch.Tensor:
     return up1d(up1d(c, 1), 2)[:, :H, :W]
 
 
-def jpeg_compression(x: torch.Tensor, severity: int, draws: TorchDraws | None = None) -> torch.Tensor:
-    quality = JPEG[severity - 1]
+def jpeg_compression(x: torch.Tensor, severity: int, draws: TorchDraws | None = None,
+                     table: str = "imagenet") -> torch.Tensor:
+    quality = table_params(table, "jpeg_compression", severity)
     B, C, H, W = x.shape
     rgb = x * 255.0
     r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]

@@ -10,15 +10,17 @@ import math
 import torch
 
 from .draws import TorchDraws
+from .tables import SEVERITY_TABLES, table_params
 
-GAUSSIAN = (0.08, 0.12, 0.18, 0.26, 0.38)
-SHOT = (60, 25, 12, 5, 3)
-IMPULSE = (0.03, 0.06, 0.09, 0.17, 0.27)
-SPECKLE = (0.15, 0.2, 0.35, 0.45, 0.6)
+# the imagenet table's constants (kept for compatibility; see tables.py for all tables)
+GAUSSIAN = SEVERITY_TABLES["imagenet"]["gaussian_noise"]
+SHOT = SEVERITY_TABLES["imagenet"]["shot_noise"]
+IMPULSE = SEVERITY_TABLES["imagenet"]["impulse_noise"]
+SPECKLE = SEVERITY_TABLES["imagenet"]["speckle_noise"]
 
 
-def gaussian_noise(x: torch.Tensor, severity: int, draws: TorchDraws) -> torch.Tensor:
-    c = GAUSSIAN[severity - 1]
+def gaussian_noise(x: torch.Tensor, severity: int, draws: TorchDraws, table: str = "imagenet") -> torch.Tensor:
+    c = table_params(table, "gaussian_noise", severity)
     return (x + draws.normal(x.shape, 0.0, c)).clamp_(0, 1)
 
 
@@ -38,26 +40,31 @@ def _poisson_inversion(lam: torch.Tensor, lam_max: float, draws: TorchDraws) -> 
     return out
 
 
-def shot_noise(x: torch.Tensor, severity: int, draws: TorchDraws) -> torch.Tensor:
-    c = SHOT[severity - 1]
+def shot_noise(x: torch.Tensor, severity: int, draws: TorchDraws, table: str = "imagenet") -> torch.Tensor:
+    c = table_params(table, "shot_noise", severity)
+    if getattr(draws, "dtype", torch.float32) == torch.float64:
+        # replayed NumPy draws: NumPy's Poisson sampler consumes a rate-dependent number of
+        # uniforms, so the rates must be the reference's float64 (uint8 / 255) * c exactly
+        rate = torch.round(x.double() * 255.0) / 255.0 * c
+        return (draws.poisson(rate) / c).clamp_(0, 1).to(x.dtype)
     # torch.poisson is exact and, on the CPU, 1.5-4x faster than the inversion sampler at
     # every severity's rate (measured at batch 64 and 256); MPS has no torch.poisson
     counts = _poisson_inversion(x * c, c, draws) if x.device.type == "mps" else draws.poisson(x * c)
     return (counts / c).clamp_(0, 1)
 
 
-def impulse_noise(x: torch.Tensor, severity: int, draws: TorchDraws) -> torch.Tensor:
+def impulse_noise(x: torch.Tensor, severity: int, draws: TorchDraws, table: str = "imagenet") -> torch.Tensor:
     """Salt and pepper (skimage ``random_noise(mode="s&p")``): each element is replaced
     with probability ``amount``, by 1 or 0 with equal odds."""
-    amount = IMPULSE[severity - 1]
+    amount = table_params(table, "impulse_noise", severity)
     u = draws.uniform(x.shape, 0.0, 1.0)
     # one uniform per element: replaced iff u < amount; given that, u / amount is uniform,
     # so "salt iff u < amount / 2" is a fair coin independent of the position
     return torch.where(u < amount, (u < 0.5 * amount).to(x.dtype), x)
 
 
-def speckle_noise(x: torch.Tensor, severity: int, draws: TorchDraws) -> torch.Tensor:
-    c = SPECKLE[severity - 1]
+def speckle_noise(x: torch.Tensor, severity: int, draws: TorchDraws, table: str = "imagenet") -> torch.Tensor:
+    c = table_params(table, "speckle_noise", severity)
     return (x + x * draws.normal(x.shape, 0.0, c)).clamp_(0, 1)
 
 
