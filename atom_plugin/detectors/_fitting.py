@@ -62,6 +62,13 @@ def iter_fit_batches(loader: Iterable, device: torch.device, *, name: str = "loa
         raise ValueError(f"`{name}` yielded no in-distribution images (labels >= 0); pass ID training data.")
 
 
+def _size_error(x: torch.Tensor, det) -> None:
+    raise ValueError(
+        f"`x` has images of shape {tuple(x.shape[1:])} but {type(det).__name__} was fitted on "
+        f"{det.fit_shape}; resize the images (or refit on data of this size)."
+    )
+
+
 class PenultimateDetector(Detector):
     """Base of the detectors on ``penultimate features -> final linear layer``.
 
@@ -76,7 +83,10 @@ class PenultimateDetector(Detector):
 
     # -- features ------------------------------------------------------------------------
     def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(logits[:, :K], z)`` with ``z`` ``(B, D)`` the input of the final linear layer."""
+        """``(logits[:, :K], z)`` with ``z`` ``(B, D)`` the input of the final linear layer
+        (images of another size than the fit data are refused: a shape check, no sync)."""
+        if self.fit_shape is not None and tuple(x.shape[1:]) != self.fit_shape:
+            _size_error(x, self)
         logits, z = self._tap(x)
         return logits[:, : self.num_classes], z
 
@@ -110,20 +120,3 @@ class PenultimateDetector(Detector):
                     raise ValueError(f"`{name}` images of shape {tuple(x.shape[1:])} do not fit the model: {e}") from e
                 yield logits, z, y
 
-    def _check_size(self, x: torch.Tensor) -> None:
-        if self.fit_shape is not None and isinstance(x, torch.Tensor) and tuple(x.shape[1:]) != self.fit_shape:
-            raise ValueError(
-                f"`x` has images of shape {tuple(x.shape[1:])} but {type(self).__name__} was fitted on "
-                f"{self.fit_shape}; resize the images (or refit on data of this size)."
-            )
-
-    def score(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_size(x)
-        return super().score(x)
-
-    def attack_loss(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_size(x)
-        return super().attack_loss(x)
-
-    def _done_fitting(self) -> None:
-        self.fitted = True

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from .._utils import eval_mode, module_device
-from ._fitting import iter_fit_batches
+from ._fitting import _size_error, iter_fit_batches
 from .base import Detector
 from .registry import register_detector
 
@@ -44,6 +44,7 @@ class KLMatching(Detector):
     def __init__(self, model: nn.Module, num_classes: int | None = None) -> None:
         super().__init__(model, num_classes)
         self.register_buffer("log_dists", torch.empty(0))
+        self.fit_shape: tuple[int, ...] | None = None
 
     def fit(self, loader: Iterable, *, max_samples: int | None = None, progress: bool = False) -> "KLMatching":
         """Typical posteriors from ``loader`` (batches ``(x, y)`` or ``x`` in [0, 1])."""
@@ -54,6 +55,7 @@ class KLMatching(Detector):
         with eval_mode(self), torch.no_grad():
             for x, _ in iter_fit_batches(loader, dev, name="loader", max_samples=max_samples,
                                          show_progress=progress, desc="KLMatching"):
+                self.fit_shape = tuple(x.shape[1:])
                 p = torch.softmax(self.model(x)[:, :k], dim=1)
                 onehot = torch.nn.functional.one_hot(p.argmax(dim=1), k).to(torch.float64)
                 sums += onehot.T @ p.double()
@@ -70,4 +72,6 @@ class KLMatching(Detector):
         return (p * logp).sum(dim=1, keepdim=True) - p @ self.log_dists.T  # (B, C)
 
     def _score(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fit_shape is not None and tuple(x.shape[1:]) != self.fit_shape:
+            _size_error(x, self)
         return self._kl(self.model(x)).amin(dim=1)

@@ -33,7 +33,7 @@ class ViM(PenultimateDetector):
     Args:
         model: classifier taking images in [0, 1].
         d: dimension of the principal subspace, ``1 <= d < D`` (the paper uses 1000 for
-           2048-d features, 512 for 768).
+           2048-d features, 512 for 768); default ``D // 2``.
         num_classes: ``K`` (default from :func:`atom_plugin.models.head_spec`).
 
     After :meth:`fit`: buffers ``u`` ``(D,)``, ``residual`` ``(D, D - d)``, ``alpha`` ``()``.
@@ -41,10 +41,10 @@ class ViM(PenultimateDetector):
 
     requires_fit = True
 
-    def __init__(self, model: nn.Module, d: int, num_classes: int | None = None) -> None:
+    def __init__(self, model: nn.Module, d: int | None = None, num_classes: int | None = None) -> None:
         super().__init__(model, num_classes)
-        self.d = check_int(d, "d", low=1)
         dim = self.weight.shape[1]
+        self.d = max(1, dim // 2) if d is None else check_int(d, "d", low=1)
         if self.d >= dim:
             raise ValueError(f"`d`={self.d} must be smaller than the feature dimension {dim}.")
         for name in ("u", "residual", "alpha"):
