@@ -65,7 +65,8 @@ def _build_attack(args, det):
     from ..evaluation import EvalConfig, build_attack
 
     cfg = EvalConfig(tasks=("natural",), eps=args.eps, alpha=args.alpha, steps=args.steps, restarts=args.restarts,
-                     linf_attack=args.attack, corruptions=args.corruptions, severities=args.severities,
+                     linf_attack=args.attack, attack_version=args.attack_version, corruptions=args.corruptions,
+                     severities=args.severities,
                      corruption_backend=args.corruption_backend, corruption_table=args.corruption_table,
                      progress=False)
     return build_attack(args.method, det, cfg)

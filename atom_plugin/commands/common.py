@@ -172,6 +172,8 @@ def add_attack_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     a.add_argument("--attack", default="pgd", choices=linf, metavar="NAME",
                    help="L-inf attack of the linf / compositional tasks: "
                         + "; ".join(f"{n}: {ATTACKS.get(n).help}" for n in linf).replace("%", "%%"))
+    a.add_argument("--attack-version", default="standard", choices=("standard", "fast", "rand"),
+                   help="budget of --attack auto (rand: with EOT for randomized defenses)")
     a.add_argument("--corruptions", nargs="+", default=None, metavar="NAME",
                    help="corruption types (None: the 15 common ones)")
     a.add_argument("--severities", nargs="+", type=int, default=None, metavar="S", help="severities (None: 1..5)")

@@ -110,7 +110,8 @@ def eval_config(args, tasks=None):
     try:
         return EvalConfig(
             tasks=tuple(tasks if tasks is not None else split_list(args.tasks)), eps=args.eps, alpha=args.alpha,
-            steps=args.steps, restarts=args.restarts, linf_attack=args.attack, corruptions=args.corruptions,
+            steps=args.steps, restarts=args.restarts, linf_attack=args.attack, attack_version=args.attack_version,
+            corruptions=args.corruptions,
             severities=args.severities, corruption_backend=args.corruption_backend,
             corruption_table=args.corruption_table, attack_id=getattr(args, "attack_id", False),
             early_stop=getattr(args, "early_stop", False), batch_size=args.batch_size, seed=args.seed,

@@ -32,6 +32,8 @@ class EvalConfig:
             (``"pgd"`` as in the paper; ``"apgd"``, ``"auto"``, ``"square"``, ... see
             :func:`atom_plugin.attacks.list_attacks`).  A detector declared
             non-differentiable gets the black-box ``blackbox_attack`` instead.
+        attack_version: budget of a parameter-free ensemble attack (``linf_attack="auto"``):
+            ``"standard"``, ``"fast"`` or ``"rand"`` (with EOT, for randomized defenses).
         blackbox_attack: score-only attack for non-differentiable detectors (``"square"``).
         queries: query budget of score-only attacks per image.
         early_stop: stop attacking an image once the detector accepts it at the threshold
@@ -61,6 +63,7 @@ class EvalConfig:
     steps: int = 40
     restarts: int = 1
     linf_attack: str = "pgd"
+    attack_version: str = "standard"
     blackbox_attack: str = "square"
     queries: int = 1000
     early_stop: bool = False
@@ -100,6 +103,7 @@ class EvalConfig:
         s(self, "steps", check_int(self.steps, "steps", low=1))
         s(self, "restarts", check_int(self.restarts, "restarts", low=1))
         s(self, "queries", check_int(self.queries, "queries", low=1))
+        check_choice(self.attack_version, "attack_version", ("standard", "fast", "rand"))
         from ..attacks import ATTACKS
 
         for field_, threat in (("linf_attack", "linf"), ("blackbox_attack", "linf")):

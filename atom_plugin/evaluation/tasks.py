@@ -80,8 +80,11 @@ def _linf(detector: Any, config: EvalConfig, threshold: float | None, target: st
 
     cls = ATTACKS.get(linf_attack_name(detector, config)).builder
     ok = _accepted(cls)
-    kw = dict(eps=config.eps, alpha=config.alpha, steps=config.steps, restarts=config.restarts,
-              random_start=True, seed=None, target=target, n_queries=config.queries)
+    if "version" in ok:  # a parameter-free ensemble (OOD AutoAttack): only its version sets the budget
+        kw = dict(eps=config.eps, version=config.attack_version, seed=None, target=target)
+    else:
+        kw = dict(eps=config.eps, alpha=config.alpha, steps=config.steps, restarts=config.restarts,
+                  random_start=True, seed=None, target=target, n_queries=config.queries)
     if config.early_stop and target == "ood":
         kw.update(threshold=threshold, early_stop=True)
     elif "threshold" in ok and target == "ood":
