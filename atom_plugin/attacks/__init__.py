@@ -11,6 +11,7 @@ from .ood_fgsm import OODFGSM
 from .ood_apgd import OODAPGD
 from .ood_square import OODSquare
 from .ood_autoattack import OODAutoAttack, margin_objective
+from .diagnostics import masking_diagnostics
 from .corruption import CorruptionAttack
 from .compositional import CompositionalAttack
 from .ood_multi import OODMultiAttack
