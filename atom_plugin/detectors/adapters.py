@@ -93,6 +93,18 @@ def _decorated_methods(det) -> dict[str, Callable]:
 
 
 @contextlib.contextmanager
+def _grads_kept(model: nn.Module) -> Iterator[None]:
+    """Restore every parameter's ``.grad`` afterwards (some pytorch-ood detectors call
+    ``loss.backward()``, e.g. MahalanobisODIN, which would accumulate into the model)."""
+    saved = [(p, p.grad) for p in model.parameters()]
+    try:
+        yield
+    finally:
+        for p, g in saved:
+            p.grad = g
+
+
+@contextlib.contextmanager
 def _undecorated(det) -> Iterator[None]:
     """Within the block, ``det.<method>`` resolves to the undecorated methods (instance
     attributes shadowing the class's; removed afterwards)."""
@@ -253,7 +265,7 @@ class _FitLoader:
 
 def _fit(det, model: nn.Module, loader: Iterable, num_classes: int | None) -> torch.Tensor | None:
     wrapped = _FitLoader(loader, model, num_classes, module_device(model))
-    with eval_mode(model), warnings.catch_warnings():
+    with eval_mode(model), _grads_kept(model), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         try:
             det.fit(wrapped)
@@ -329,7 +341,7 @@ def from_pytorch_ood(det: Any, model: nn.Module, fit_loader: Iterable | None = N
         with _undecorated(det):
             return _representation_fn(det, model)(x)
 
-    with eval_mode(model):
+    with eval_mode(model), _grads_kept(model):
         try:
             ref, g = _probe_scores(generic, probe, with_grad=True)
         except Exception as e:  # pytorch-ood's RequiresFittingException and friends
@@ -344,7 +356,11 @@ def from_pytorch_ood(det: Any, model: nn.Module, fit_loader: Iterable | None = N
             if _has_gradient(g2) and torch.allclose(s.double(), ref.double(), rtol=1e-4,
                                                     atol=1e-4 * max(ref.abs().max().item(), 1.0)):
                 fn, mode = candidate, "white-box"
-    out = ScoreDetector(fn, model=model, num_classes=num_classes, differentiable=mode == "white-box",
+    def score_fn(x, _fn=fn):
+        with _grads_kept(model):
+            return _fn(x)
+
+    out = ScoreDetector(score_fn, model=model, num_classes=num_classes, differentiable=mode == "white-box",
                         needs_input_grad=isinstance(det, GradientDetector) or name == "MahalanobisODIN")
     out.adapter_mode = mode
     object.__setattr__(out, "source", det)
