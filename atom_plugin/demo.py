@@ -50,7 +50,8 @@ class DemoSettings:
     Data: ``n_aux`` auxiliary outliers, ``eval_examples`` test images per OOD set
     (the whole ID test set, 504 digits, is always used).
     Evaluation: L∞ PGD ``eval_steps`` steps of ``eval_alpha`` at ``eps``;
-    corruption search over ``corruptions`` x ``severities``.
+    corruption search over ``corruptions`` x ``severities``; ``eval_batch_size`` images
+    per batch (a speed setting only).
     """
 
     width: int = 16
@@ -71,6 +72,7 @@ class DemoSettings:
     eval_alpha: float = 1 / 255
     corruptions: tuple[str, ...] = ("gaussian_noise", "defocus_blur", "contrast", "brightness", "pixelate")
     severities: tuple[int, ...] = (1, 3, 5)
+    eval_batch_size: int = 128
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -136,66 +138,91 @@ def run_demo(out: str | os.PathLike = "atom_ood_demo", quick: bool = False, seed
         the summary dict that is also written to ``summary.json``.
     """
     from .data import load_default_benchmark
-    from .evaluation import evaluate
-    from .mining import plot_score_histograms
     from .report import Report
-    from .training import Trainer
 
     s = settings or (QUICK if quick else DEMO)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start, c_start = time.time(), _cpu_seconds()
     bench = load_default_benchmark(seed=seed, n_aux=s.n_aux, n_ood_per_set=s.eval_examples)
-    id_test = bench.test
     reports: dict[str, Report] = {}
     timing: dict[str, dict[str, float]] = {}
     histories: dict[str, list] = {}
     for method in methods:
         title = TITLES.get(method, method.upper())
-        model = _build_model(method, s.width, bench, seed)
-        cfg = _train_config(method, s, seed, progress)
         t0 = time.time()
-        if progress:
-            print(f"== training {title} ({s.epochs} epochs, SmallCNN width {s.width}) ==", flush=True)
-        trainer = Trainer(model, bench.train, bench.aux, cfg, out_dir=out / method / "train", resume=resume)
-        histories[method] = trainer.fit()
+        model, histories[method] = _train(method, title, s, bench, out, seed, progress, resume)
         t1 = time.time()
-        if trainer.miner is not None and trainer.miner.history:
-            plot_score_histograms(trainer.miner.history, out / method / "mining_histograms.png")
-        if progress:
-            print(f"== evaluating {title} ==", flush=True)
-        model.eval()
-        rep = evaluate(model, id_test, bench.ood, eps=s.eps, alpha=s.eval_alpha, steps=s.eval_steps,
-                       corruptions=list(s.corruptions), severities=list(s.severities), seed=seed,
-                       progress=progress, name=title)
-        reports[title] = rep
-        rep.save(out / method)
+        reports[title] = _evaluate(model, title, s, bench, out / method, seed, progress)
         timing[method] = {"train_s": round(t1 - t0, 1), "eval_s": round(time.time() - t1, 1)}
-
     comp = Report.combine(reports)
     comp.save(out)
-    table = comp.table()
     wall, cpu = time.time() - t_start, _cpu_seconds() - c_start
+    summary = _summary(s, quick, seed, methods, wall, cpu, timing, reports, histories, comp.table())
+    with open(out / "summary.json", "w", encoding="utf-8") as fh:
+        json.dump(summary, fh, indent=1)
+    print("\nFPR = FPR at 95% TPR (in-distribution positive), mean over the OOD sets, percent;"
+          f" eps = {s.eps * 255:.0f}/255.\n")
+    print(summary["table"])
+    print(f"\nreport folder: {out}  (wall {wall:.0f} s, CPU {cpu:.0f} s)")
+    return summary
+
+
+def _train(method: str, title: str, s: DemoSettings, bench, out: Path, seed: int, progress: bool, resume: bool):
+    """Build the seeded backbone and train it; returns ``(model in eval mode, history)``."""
+    from .mining import plot_score_histograms
+    from .training import Trainer
+
+    model = _build_model(method, s.width, bench, seed)
+    if progress:
+        print(f"== training {title} ({s.epochs} epochs, SmallCNN width {s.width}) ==", flush=True)
+    trainer = Trainer(model, bench.train, bench.aux, _train_config(method, s, seed, progress),
+                      out_dir=out / method / "train", resume=resume)
+    history = trainer.fit()
+    if trainer.miner is not None and trainer.miner.history:
+        plot_score_histograms(trainer.miner.history, out / method / "mining_histograms.png")
+    return model.eval(), history
+
+
+def _evaluate(model, title: str, s: DemoSettings, bench, out: Path, seed: int, progress: bool):
+    """The four-task evaluation of one trained model, saved under ``out``.  On the CPU the
+    model gets NHWC inputs (same protocol and math, ~1.3-1.8x faster forwards here, see
+    :func:`atom_plugin.mining.channels_last_helps`); scores agree with NCHW to ~1e-7."""
+    from .evaluation import evaluate
+    from .mining import channels_last_helps
+    from .training.trainer import channels_last_inputs
+
+    if progress:
+        print(f"== evaluating {title} ==", flush=True)
+    with channels_last_inputs(model, channels_last_helps(model, "cpu") and _on_cpu(model)):
+        rep = evaluate(model, bench.test, bench.ood, eps=s.eps, alpha=s.eval_alpha, steps=s.eval_steps,
+                       corruptions=list(s.corruptions), severities=list(s.severities), seed=seed,
+                       progress=progress, name=title, batch_size=s.eval_batch_size)
+    rep.save(out)
+    return rep
+
+
+def _on_cpu(model) -> bool:
+    from ._utils import module_device
+
+    return module_device(model).type == "cpu"
+
+
+def _summary(s: DemoSettings, quick: bool, seed: int, methods: Sequence[str], wall: float, cpu: float,
+             timing: dict, reports: dict, histories: dict, table: str) -> dict[str, Any]:
+    """``summary.json``: settings, runtime, per-method headline numbers, the OE-vs-ATOM check."""
     summary: dict[str, Any] = {
-        "settings": s.to_dict(),
-        "quick": bool(quick),
-        "seed": seed,
-        "methods": list(methods),
-        "runtime_s": round(wall, 1),
-        "cpu_s": round(cpu, 1),
-        "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "timing": timing,
-        "results": {},
-        "table": table,
+        "settings": s.to_dict(), "quick": bool(quick), "seed": seed, "methods": list(methods),
+        "runtime_s": round(wall, 1), "cpu_s": round(cpu, 1), "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(), "timing": timing, "results": {}, "table": table,
     }
     for title, rep in reports.items():
-        summary["results"][title] = {
-            task: {"fpr": rep.get("mean", task, "fpr"), "auroc": rep.get("mean", task, "auroc")} for task in rep.tasks
-        }
-        summary["results"][title]["accuracy"] = rep.id_metrics.get("accuracy")
-        summary["results"][title]["final_train"] = {k: v for k, v in histories[_method_of(title)][-1].items()
-                                                   if isinstance(v, (int, float))}
+        res = {task: {"fpr": rep.get("mean", task, "fpr"), "auroc": rep.get("mean", task, "auroc")}
+               for task in rep.tasks}
+        res["accuracy"] = rep.id_metrics.get("accuracy")
+        res["final_train"] = {k: v for k, v in histories[_method_of(title)][-1].items()
+                              if isinstance(v, (int, float))}
+        summary["results"][title] = res
     if "OE" in reports and "ATOM" in reports:
         r = summary["results"]
         summary["check"] = {
@@ -203,12 +230,6 @@ def run_demo(out: str | os.PathLike = "atom_ood_demo", quick: bool = False, seed
             "atom_comp_fpr_below_oe": r["ATOM"]["compositional"]["fpr"] < r["OE"]["compositional"]["fpr"],
             "natural_fpr_gap": r["ATOM"]["natural"]["fpr"] - r["OE"]["natural"]["fpr"],
         }
-    with open(out / "summary.json", "w", encoding="utf-8") as fh:
-        json.dump(summary, fh, indent=1)
-    print("\nFPR = FPR at 95% TPR (in-distribution positive), mean over the OOD sets, percent;"
-          f" eps = {s.eps * 255:.0f}/255.\n")
-    print(table)
-    print(f"\nreport folder: {out}  (wall {wall:.0f} s, CPU {cpu:.0f} s)")
     return summary
 
 

@@ -8,6 +8,9 @@ Throughput (``--repeats`` alternating repeats, medians): ``OutlierMiner.mine`` (
 * ``get_batch``: ``aux.get_batch(chunk)`` + forward (vectorised batch reads, no per-item
   ``__getitem__``/collate).
 
+Both plain loops feed the model the layout the miner uses (NHWC on the CPU, see
+``atom_plugin.mining.channels_last_helps``), so the ratio measures the miner's overhead.
+
 Ratio = plain seconds / mining seconds (target >= 0.9 against ``loader``).
 
 Memory: peak resident set size during ``mine`` minus the resident size just before it
@@ -76,20 +79,32 @@ class LazyOutliers(Dataset):
         return self.get_batch([int(i)])[0], -1
 
 
+def _layout(model, device):
+    """The input layout the miner uses (NHWC on the CPU for conv models), so the plain
+    loops are the same forwards, not a slower baseline."""
+    from atom_plugin.mining import channels_last_helps
+
+    if channels_last_helps(model, device):
+        return lambda x: x.contiguous(memory_format=torch.channels_last)
+    return lambda x: x
+
+
 def _plain_loader(model, ds, cand, bs, device):
     loader = DataLoader(Subset(ds, cand.tolist()), batch_size=bs, shuffle=False)
+    fmt = _layout(model, device)
     out = []
     with torch.inference_mode():
         for x, _ in loader:
-            out.append(model(x.to(device)))
+            out.append(model(fmt(x.to(device))))
     return len(out)
 
 
 def _plain_get_batch(model, ds, cand, bs, device):
+    fmt = _layout(model, device)
     n = 0
     with torch.inference_mode():
         for chunk in cand.split(bs):
-            model(ds.get_batch(chunk).to(device))
+            model(fmt(ds.get_batch(chunk).to(device)))
             n += 1
     return n
 
