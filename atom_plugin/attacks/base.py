@@ -451,13 +451,13 @@ class OODAttack(_TAAttack):
         shape = tuple(x.shape[1:]) if shape is None else tuple(shape)
         if self.seed is None:
             return torch.rand((len(active),) + shape, device=x.device, dtype=x.dtype)
-        rows = []
+        out = torch.empty((len(active),) + shape, device=x.device, dtype=x.dtype)
         g = torch.Generator(device=x.device)
         ids = self._image_ids
-        for i in active:
+        for j, i in enumerate(active):
             g.manual_seed(image_seed(self.seed, i if ids is None else ids[i], stream))
-            rows.append(torch.rand(shape, generator=g, device=x.device, dtype=x.dtype))
-        return torch.stack(rows) if rows else torch.empty((0,) + shape, device=x.device, dtype=x.dtype)
+            torch.rand(shape, generator=g, out=out[j])
+        return out
 
     def _random_start_images(self, x: torch.Tensor, active: list, stream: int) -> torch.Tensor:
         """Uniform random start in the ball of each image of ``x`` (rows = ``active`` images),
