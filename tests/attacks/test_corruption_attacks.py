@@ -201,3 +201,113 @@ def test_compositional_score_never_worse_even_when_objective_disagrees():
             assert torch.all(det.score(adv) <= det.score(best_corruption) + 1e-7), top_k
             assert torch.all(det.score(adv) <= det.score(x) + 1e-7), top_k
             assert torch.allclose(atk.last_objective, det.attack_loss(adv), atol=1e-6), top_k
+
+
+# -- severity tables, scores and reuse of a search (issue 14) --------------------------
+class _Counting(torch.nn.Module):
+    """Counts the images the wrapped model is run on."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m, self.images = m, 0
+
+    def forward(self, x):
+        self.images += x.shape[0]
+        return self.m(x)
+
+
+def test_table_resolved_and_used(det, x):
+    atk = CorruptionAttack(det, corruptions=("contrast", "pixelate"), severities=(1, 5))
+    assert atk.table == "auto"
+    adv = atk(x)
+    assert atk.resolved_table == "cifar"  # 32 x 32 images: the paper's CIFAR-10-C constants
+    for i, w in enumerate(atk.last_winner):
+        if w != "clean":
+            name, sev = w.split("/")
+            assert torch.allclose(adv[i], corrupt(x[i:i + 1], name, int(sev), table="cifar")[0], atol=1e-6)
+    imnet = CorruptionAttack(det, corruptions=("contrast",), severities=(5,), table="imagenet")
+    out = imnet(x)
+    assert imnet.resolved_table == "imagenet"
+    for i, w in enumerate(imnet.last_winner):
+        if w != "clean":
+            assert torch.allclose(out[i], corrupt(x[i:i + 1], "contrast", 5, table="imagenet")[0], atol=1e-6)
+    big = torch.nn.functional.interpolate(x[:2], size=(48, 48), mode="bilinear", align_corners=False)
+    comp = CompositionalAttack(det, eps=2 / 255, alpha=1 / 255, steps=1, corruptions=("contrast",), severities=(1,))
+    comp(big)
+    assert comp.resolved_table == "tinyimagenet" and comp.table == "auto"
+
+
+def test_table_bad_inputs(det, x, monkeypatch):
+    with pytest.raises(ValueError, match="`table` must be one of"):
+        CorruptionAttack(det, table="cifar100")
+    with pytest.raises(ValueError, match="`table` must be one of"):
+        CompositionalAttack(det, table="svhn")
+    with pytest.raises(ValueError, match="no 'cifar' table"):
+        CorruptionAttack(det, backend="imagecorruptions", table="cifar")
+    with pytest.raises(ValueError, match="too small"):
+        CorruptionAttack(det, corruptions=("pixelate",), table="imagenet")(torch.rand(1, 3, 3, 3))
+    from atom_plugin.corruptions import tables
+
+    monkeypatch.setitem(tables.SEVERITY_TABLES, "cifar",
+                        {k: v for k, v in tables.SEVERITY_TABLES["cifar"].items() if k != "fog"})
+    with pytest.raises(ValueError, match="table 'cifar' has no entry for corruption 'fog'"):
+        CorruptionAttack(det, corruptions=("fog",), table="cifar")(x)
+
+
+def test_clean_scored_once_and_last_scores(tiny_kway, x):
+    counted = _Counting(tiny_kway)
+    d = MSP(counted)
+    atk = CorruptionAttack(d, corruptions=DET, severities=(1, 5), top_k=3)
+    adv = atk(x)
+    assert counted.images == x.shape[0] * (len(atk.candidates) + 1)  # every candidate once, clean once
+    with torch.no_grad():
+        torch.testing.assert_close(atk.last_scores, d.score(adv), atol=1e-6, rtol=0)
+        torch.testing.assert_close(atk.last_clean_score, d.score(x), atol=1e-6, rtol=0)
+        res = atk.last_topk
+        assert res.images.shape == (4, 3, 3, 32, 32) and res.index.shape == (4, 3) and res.scores.shape == (4, 3)
+        assert torch.all(res.scores[:, :-1] <= res.scores[:, 1:]) and res.table == "cifar"
+        for j in range(3):
+            torch.testing.assert_close(res.scores[:, j], d.score(res.images[:, j]), atol=1e-6, rtol=0)
+        assert torch.equal(res.index[:, 0], atk.last_winner_index) and res.names(0) == atk.last_winner
+        torch.testing.assert_close(res.clean_scores, d.score(x), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_compositional_from_corruption_result_equals_rerun(tiny_kway, x, top_k):
+    kw = dict(eps=4 / 255, alpha=1 / 255, steps=2, corruptions=DET, severities=(1, 5), seed=0, top_k=top_k)
+    counted = _Counting(tiny_kway)
+    d = MSP(counted)
+    rerun = CompositionalAttack(d, **kw)
+    a = rerun(x)
+    n_rerun = counted.images
+    ca = CorruptionAttack(d, corruptions=DET, severities=(1, 5), seed=0, top_k=top_k)
+    ca(x)
+    reuse = CompositionalAttack(d, **kw)
+    counted.images = 0
+    b = reuse(x, corruption_result=ca.last_topk)
+    assert torch.equal(a, b) and torch.equal(rerun.last_center, reuse.last_center)
+    assert rerun.last_winner == reuse.last_winner and reuse.resolved_table == "cifar"
+    # the search (every candidate and the clean batch, once each) is not run again
+    assert n_rerun - counted.images == x.shape[0] * (len(ca.candidates) + 1)
+    with torch.no_grad():
+        torch.testing.assert_close(reuse.last_scores, d.score(b), atol=1e-6, rtol=0)
+        torch.testing.assert_close(rerun.last_scores, d.score(a), atol=1e-6, rtol=0)
+    assert sum(reuse.win_histogram().values()) == x.shape[0]
+
+
+def test_compositional_bad_corruption_result(det, x):
+    comp = CompositionalAttack(det, eps=2 / 255, alpha=1 / 255, steps=1, corruptions=DET, severities=(1,), top_k=2)
+    ca = CorruptionAttack(det, corruptions=DET, severities=(1,), top_k=1)
+    ca(x)
+    with pytest.raises(ValueError, match="top_k=2"):
+        comp(x, corruption_result=ca.last_topk)
+    with pytest.raises(TypeError, match="CorruptionResult"):
+        comp(x, corruption_result=(1, 2))
+    other = CorruptionAttack(det, corruptions=DET[:2], severities=(1,), top_k=2)
+    other(x)
+    with pytest.raises(ValueError, match="other candidates"):
+        comp(x, corruption_result=other.last_topk)
+    ok = CorruptionAttack(det, corruptions=DET, severities=(1,), top_k=2)
+    ok(x)
+    with pytest.raises(ValueError, match="does not match the batch"):
+        comp(x[:2], corruption_result=ok.last_topk)
