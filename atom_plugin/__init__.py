@@ -18,6 +18,9 @@ from .objectives import energy, mahalanobis_logistic, neg_energy, reject_nll, re
 from .detectors import (  # noqa: E402
     MSP, ODIN, Detector, Energy, Mahalanobis, ObjectiveDetector, RejectClass, RejectSum, ScoreDetector, as_detector,
 )
+from .detectors import (  # noqa: E402
+    ASH, DICE, GEN, KNN, RMD, Entropy, KLMatching, MaxLogit, ReAct, ViM, from_openood, from_pytorch_ood,
+)
 from .attacks import (  # noqa: E402
     OODAPGD, OODFGSM, OODPGD, CompositionalAttack, CorruptionAttack, OODAttack, OODMultiAttack,
 )
@@ -40,6 +43,8 @@ __all__ = [
     # detectors
     "Detector", "MSP", "ODIN", "Mahalanobis", "Energy", "RejectClass", "RejectSum", "ScoreDetector",
     "ObjectiveDetector", "as_detector",
+    "MaxLogit", "Entropy", "GEN", "KLMatching", "KNN", "ViM", "ReAct", "ASH", "DICE", "RMD",
+    "from_pytorch_ood", "from_openood",
     # attacks
     "OODAttack", "OODPGD", "OODFGSM", "OODAPGD", "OODMultiAttack", "CorruptionAttack", "CompositionalAttack",
     "corrupt", "CORRUPTIONS", "EXTRA_CORRUPTIONS",
