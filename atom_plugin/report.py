@@ -94,6 +94,12 @@ class Report:
             raise ValueError(f"`metric` must be one of {sorted(src[task])}, got {metric!r}.")
         return float(src[task][metric])
 
+    @property
+    def warnings(self) -> list[str]:
+        """Warnings the evaluation raised about its own numbers (a likely flipped score sign,
+        gradient masking, early stopping, ...); shown under :meth:`table` and kept in the JSON."""
+        return list(self.config.get("warnings", [])) + [f"note: {n}" for n in self.config.get("notes", [])]
+
     # ------------------------------------------------------------------ tables
     def table(self, metrics: Sequence[str] = ("fpr", "auroc"), tasks: Sequence[str] | None = None,
               percent: bool = True, digits: int = 2, id_summary: bool = True) -> str:
@@ -106,6 +112,9 @@ class Report:
         out = _markdown(["OOD set"], tasks, metrics, rows, percent, digits)
         if id_summary and self.id_metrics:
             out += "\n\n" + self._id_line(percent, digits)
+        if self.warnings:
+            out += "\n\n" + "\n".join(f"> WARNING: {w}" if not w.startswith("note: ") else f"> {w}"
+                                       for w in self.warnings)
         return out
 
     def _id_line(self, percent: bool, digits: int) -> str:

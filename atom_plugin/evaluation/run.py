@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, Dict, Mapping
 
 import numpy as np
@@ -98,6 +99,7 @@ class _Run:
         self.wins: dict = {}
         self.examples: dict = {}
         self.costs: dict = {}
+        self.warnings: list[str] = []
 
     # ------------------------------------------------------------------ helpers
     def _attack(self, task: str, threshold: float | None):
@@ -183,6 +185,7 @@ class _Run:
             for task in cfg.tasks:
                 xa = run_attack(atks[task], x, batch_seed(cfg.seed, set_name, task, b))
                 pay[task] = self.scorer.score_np(xa)
+                pay["cost_" + task] = _cost_of(atks[task])
                 if kept < cfg.keep_examples:
                     pay["ex_" + task] = to_uint8(xa[: cfg.keep_examples - kept])
             kept += min(x.shape[0], max(cfg.keep_examples - kept, 0))
@@ -199,6 +202,14 @@ class _Run:
                 ex[task] = e
         self.ood_scores[set_name], self.examples[set_name] = scores, ex
         self.metrics[set_name] = _set_metrics(self.id_scores, self.id_in, scores, self.threshold, cfg.tpr)
+        self.costs[set_name] = {t: _sum_costs(p.get("cost_" + t) for p in parts) for t in cfg.tasks if atks[t]}
+        nat = self.metrics[set_name].get("natural")
+        if nat is not None and nat["auroc"] < 0.5:
+            msg = (f"natural AUROC on {set_name!r} is {100 * nat['auroc']:.1f}% < 50%: the detector ranks this OOD set "
+                   "as more in-distribution than the ID data; if its score is a confidence (higher = more ID), "
+                   "flip it (ScoreDetector(..., higher_is_ood=False)).")
+            warnings.warn(msg, stacklevel=3)
+            self.warnings.append(msg)
         for task in ("corruption", "compositional"):
             h = _take_histogram(atks.get(task))
             if h is not None:
@@ -225,6 +236,10 @@ class _Run:
             config["early_stop"] = True
             config.setdefault("notes", []).append(
                 "early stopping was on: FPR is worst-case, AUROC/AUPR under attack are not")
+        if any(self.costs.values()):
+            config["attack_cost"] = self.costs  # {set: {task: {"forwards"/"backwards"/"queries": total}}}
+        if self.warnings:
+            config["warnings"] = list(self.warnings)
         if self.wins:
             config["corruption_wins"] = self.wins  # {set: {task: {corruption or "clean": images won}}}
         return Report(metrics=self.metrics, id_metrics=self.id_metrics, scores=scores, examples=self.examples,
@@ -232,6 +247,20 @@ class _Run:
 
 
 # ------------------------------------------------------------------ small pure helpers
+def _cost_of(atk: Any) -> dict | None:
+    """What the attack's last call spent (``last_cost``: forwards / backwards / queries), if it says."""
+    cost = getattr(atk, "last_cost", None) if atk is not None else None
+    return {k: int(v) for k, v in cost.items() if isinstance(v, (int, float))} if isinstance(cost, dict) else None
+
+
+def _sum_costs(costs) -> dict:
+    total: dict[str, int] = {}
+    for c in costs:
+        for k, v in (c or {}).items():
+            total[k] = total.get(k, 0) + v
+    return total  # the payloads were gathered from every rank already
+
+
 def _take_histogram(atk: Any) -> dict | None:
     """The corruption win histogram of ``atk`` since the last call (summed over ranks)."""
     if atk is None or not hasattr(atk, "win_histogram"):
