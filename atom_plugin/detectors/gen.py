@@ -55,7 +55,7 @@ class GEN(Detector):
         # log(1 - p_j): log1p(-p_j) is exact for every class but the top one (p_j <= 1/2);
         # for the top class, log(1 - p) = logsumexp of the other logits - logsumexp of all
         top = z.argmax(dim=1, keepdim=True)
-        rest = torch.logsumexp(z.scatter(1, top, float("-inf")), dim=1, keepdim=True) - torch.logsumexp(
+        rest = torch.logsumexp(z.scatter(1, top, -torch.inf), dim=1, keepdim=True) - torch.logsumexp(
             z, dim=1, keepdim=True)
         log1m = torch.log1p(-logp.exp().clamp(max=0.5)).scatter(1, top, rest)  # clamp: no inf*0 in backward
         terms = torch.exp(self.gamma * (logp + log1m))

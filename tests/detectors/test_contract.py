@@ -114,3 +114,28 @@ def test_fit_loader_with_wrong_image_size(tiny_world, name):
         det.score(torch.rand(2, 3, 32, 32))
     with pytest.raises(ValueError, match="loader batch 0` contains NaN"):
         det.fit([(torch.full_like(x, float("nan")), y)])
+
+
+def test_bare_methods_have_no_host_sync():
+    """What attacks call in their loops (the bare score / objective and their helpers) reads
+    no tensor value on the host (same rule as tests/attacks for the other detectors)."""
+    import inspect
+    import re
+
+    from atom_plugin.detectors import ASH, DICE, GEN, KNN, RMD, Entropy, KLMatching, MaxLogit, ReAct, ViM
+    from atom_plugin.detectors._fitting import PenultimateDetector
+    from atom_plugin.features import PenultimateTap
+
+    fns = [KNN.kth_distance, KNN._prepare, RMD.relative_distances, KLMatching._kl, PenultimateDetector._features,
+           PenultimateDetector._head, PenultimateTap.forward, PenultimateTap.head]
+    for cls in (MaxLogit, Entropy, GEN, KLMatching, KNN, ViM, ReAct, ASH, DICE, RMD):
+        fns += [cls.__dict__[n] for n in ("_score", "_attack_loss") if n in cls.__dict__]
+    from atom_plugin.detectors.ash import ash
+
+    fns.append(ash)
+    for fn in fns:
+        src = inspect.getsource(fn)
+        for bad in (".item(", ".cpu(", ".tolist(", ".cuda(", ".numpy("):
+            assert bad not in src, f"{fn.__qualname__} contains {bad}"
+        for builtin in ("float", "bool", "int"):
+            assert not re.search(rf"(?<![\w.]){builtin}\(", src), f"{fn.__qualname__} calls {builtin}()"
