@@ -1,5 +1,6 @@
 """Packaging for atom_plugin (robust OOD detection on top of torchattacks)."""
 import re
+import shutil
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -19,6 +20,21 @@ class build_py_with_pth(build_py):
     def get_outputs(self, include_bytecode=True):
         return super().get_outputs(include_bytecode) + [str(Path(self.build_lib) / HOOK_PTH)]
 
+
+CMDCLASS = {"build_py": build_py_with_pth}
+try:  # editable installs (pip install -e) build their own wheel: put the .pth at its root too
+    from setuptools.command.editable_wheel import editable_wheel
+
+    class editable_wheel_with_pth(editable_wheel):
+        def _run_build_commands(self, dist_name, unpacked_wheel, build_lib, tmp_dir):
+            out = super()._run_build_commands(dist_name, unpacked_wheel, build_lib, tmp_dir)
+            shutil.copyfile(HERE / HOOK_PTH, Path(unpacked_wheel) / HOOK_PTH)
+            return out
+
+    CMDCLASS["editable_wheel"] = editable_wheel_with_pth
+except ImportError:  # old setuptools: atom_plugin._compat.install_import_hook() does it
+    pass
+
 VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "atom_plugin" / "__init__.py").read_text(), re.M).group(1)
 
 setup(
@@ -31,7 +47,7 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["atom_plugin", "atom_plugin.*"]),
     py_modules=["_atom_plugin_import_hook"],  # torchvision import-order fix, loaded by HOOK_PTH
-    cmdclass={"build_py": build_py_with_pth},
+    cmdclass=CMDCLASS,
     include_package_data=True,
     install_requires=[
         "torch>=2.1",
