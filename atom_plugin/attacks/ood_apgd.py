@@ -29,7 +29,7 @@ def apgd_checkpoints(steps: int) -> list[int]:
     return out
 
 
-@register_attack("apgd", threat="linf", gradient=True)
+@register_attack("apgd", threat="linf", gradient=True, help="Auto-PGD, step-size free (Croce & Hein, ICML 2020)")
 class OODAPGD(OODAttack):
     r"""Auto-PGD (Croce & Hein, ICML 2020) on a detector's per-sample attack objective, L-inf.
 
@@ -164,7 +164,7 @@ class OODAPGD(OODAttack):
                 f0, g0, s0 = self._eval(x0, with_grad=True)
                 best.update(f0, x0, s0, idx)
                 if self.early_stop:
-                    active, idx, xa, x0, f0, g0 = self._compact(active, idx, ~s0, xa, x0, f0, g0)
+                    active, idx, xa, x0, f0, g0, ga, fa = self._compact(active, idx, ~s0, xa, x0, f0, g0, ga, fa)
                     if not active:
                         break
             else:

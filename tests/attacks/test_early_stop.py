@@ -26,6 +26,8 @@ MAKERS = {
     "pgd": lambda det, **kw: OODPGD(det, eps=8 / 255, alpha=2 / 255, steps=8, seed=3, **kw),
     "pgd_restarts": lambda det, **kw: OODPGD(det, eps=8 / 255, alpha=2 / 255, steps=4, restarts=2, seed=5, **kw),
     "apgd": lambda det, **kw: OODAPGD(det, eps=8 / 255, steps=8, seed=3, **kw),
+    "apgd_restarts": lambda det, **kw: OODAPGD(det, eps=8 / 255, steps=4, restarts=2, seed=5, **kw),
+    "apgd_nostart": lambda det, **kw: OODAPGD(det, eps=8 / 255, steps=6, random_start=False, **kw),
     "fgsm": lambda det, **kw: OODFGSM(det, eps=8 / 255, **kw),
 }
 
