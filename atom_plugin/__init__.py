@@ -24,6 +24,7 @@ from .detectors import (  # noqa: E402
 from .attacks import (  # noqa: E402
     OODAPGD, OODFGSM, OODPGD, CompositionalAttack, CorruptionAttack, OODAttack, OODMultiAttack,
 )
+from .attacks import OODAutoAttack, OODSquare, masking_diagnostics  # noqa: E402
 from .corruptions import CORRUPTIONS, EXTRA_CORRUPTIONS, corrupt  # noqa: E402
 from .metrics import OODMetrics, auroc, aupr_in, aupr_out, detection_error, fpr95_ood_positive, fpr_at_tpr  # noqa: E402
 from .evaluation import evaluate  # noqa: E402
@@ -47,6 +48,7 @@ __all__ = [
     "from_pytorch_ood", "from_openood",
     # attacks
     "OODAttack", "OODPGD", "OODFGSM", "OODAPGD", "OODMultiAttack", "CorruptionAttack", "CompositionalAttack",
+    "OODSquare", "OODAutoAttack", "masking_diagnostics",
     "corrupt", "CORRUPTIONS", "EXTRA_CORRUPTIONS",
     # evaluation
     "fpr_at_tpr", "fpr95_ood_positive", "auroc", "aupr_in", "aupr_out", "detection_error", "OODMetrics",
