@@ -29,6 +29,9 @@ on natural ID data) and ``early_stop=``.  With a threshold, an image *succeeds* 
 detector accepts it (``score <= threshold``; for ``target="in"``: rejects it, ``score >
 threshold``), and the per-image best-of prefers a successful point to an unsuccessful one
 (then the higher objective), so the FPR at the threshold is computed on the best point.
+(The never-worse guarantee then holds for the key ``(success, objective)``: an accepted
+point may replace an input whose objective was higher, when the score is not a monotone
+function of the objective, e.g. MSP.)
 With ``early_stop=True`` an image that has succeeded is dropped from the batch: it takes no
 more steps (the FPR is the same, the cost lower; AUROC/AUPR are then no longer worst-case).
 Random draws are seeded **per image** (from ``seed`` and the image's index within the
