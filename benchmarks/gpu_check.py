@@ -215,6 +215,8 @@ def check_ddp(dev: torch.device, size: dict) -> tuple[str, str]:
         return FAIL, "a process group is already initialised"
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ["MASTER_PORT"] = str(_free_port())
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
     dist.init_process_group(backend, rank=0, world_size=1)
     try:
         model = _model(size["width"], dev).train()
