@@ -331,6 +331,8 @@ def from_pytorch_ood(det: Any, model: nn.Module, fit_loader: Iterable | None = N
     first = None
     if fit_loader is not None and det.requires_fit:
         first = _fit(det, model, fit_loader, num_classes)
+    if first is None and fit_loader is not None and probe is None:  # no fit needed: still probe at its size
+        first = next(iter_fit_batches(fit_loader, module_device(model), name="fit_loader", drop_unknown=False))[0][:4]
     if probe is None:  # ID images (the first fit images) and uniform noise of their size
         shape = tuple(first.shape[1:]) if first is not None else (3, 32, 32)
         noise = torch.rand(2, *shape, generator=torch.Generator().manual_seed(0))
