@@ -84,9 +84,11 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--n-id", type=int, default=200, help="ID test images")
     p.add_argument("--n-ood", type=int, default=200, help="OOD images (split evenly over the OOD sets)")
-    p.add_argument("--pgd-steps", type=int, default=20)
-    p.add_argument("--square-queries", type=int, default=200)
+    p.add_argument("--pgd-steps", type=int, default=10)
+    p.add_argument("--square-queries", type=int, default=100)
     p.add_argument("--only", nargs="*", default=None, help="detector names to run (default: all)")
+    p.add_argument("--model-cache", default=None,
+                   help="state_dict file: load the trained model from it if it exists, else train and save it")
     args = p.parse_args()
     if args.quick:
         args.width, args.epochs, args.n_id, args.n_ood, args.pgd_steps, args.square_queries = 4, 1, 64, 64, 3, 20
@@ -103,7 +105,16 @@ def main() -> None:
 
     bench = load_default_benchmark(seed=args.seed)
     t0 = time.perf_counter()
-    model = _train_model(bench, args.width, args.epochs, args.seed, device)
+    if args.model_cache and Path(args.model_cache).exists():
+        from atom_plugin.models import Normalize, SmallCNN
+
+        model = Normalize(SmallCNN(bench.num_classes, width=args.width), bench.mean, bench.std)
+        model.load_state_dict(torch.load(args.model_cache, map_location="cpu", weights_only=True))
+        model = model.to(device).eval()
+    else:
+        model = _train_model(bench, args.width, args.epochs, args.seed, device)
+        if args.model_cache:
+            torch.save(model.state_dict(), args.model_cache)
     train_s = time.perf_counter() - t0
     fit_loader = DataLoader(bench.train, batch_size=128, shuffle=False)
     x_id = _images(bench.test, args.n_id, args.seed).to(device)
@@ -117,6 +128,9 @@ def main() -> None:
           f"{acc:.3f}; {x_id.shape[0]} ID / {x_ood.shape[0]} OOD images; black-box attack available: "
           f"{square_available}", flush=True)
 
+    payload = {"settings": vars(args), "model": {"width": args.width, "epochs": args.epochs, "train_s": train_s,
+                                                  "id_accuracy": acc},
+               "n_id": int(x_id.shape[0]), "n_ood": int(x_ood.shape[0]), "square_available": square_available}
     rows = []
     for name, family, build in _detectors(model, fit_loader, bench.num_classes):
         if args.only and name not in args.only:
@@ -130,6 +144,7 @@ def main() -> None:
         except ValueError as e:
             row.update(mode="refused", reason=str(e))
             rows.append(row)
+            _common.write_json(args.out, {**payload, "rows": rows, "complete": False}, machine)
             print(f"{name:18s} refused: {e}", flush=True)
             continue
         row["fit_s"] = time.perf_counter() - t
@@ -160,6 +175,7 @@ def main() -> None:
             row["fpr_adv"], row["auroc_adv"] = fpr_at_tpr(si.numpy(), sa.numpy()), auroc(si.numpy(), sa.numpy())
             assert float((adv - x_ood).abs().max()) <= 8 / 255 + 1e-6
         rows.append(row)
+        _common.write_json(args.out, {**payload, "rows": rows, "complete": False}, machine)  # partial results
         print(f"{name:18s} {row['mode']:9s} FPR {row['fpr']:.3f} -> {row.get('fpr_adv', float('nan')):.3f}  "
               f"AUROC {row['auroc']:.3f} -> {row.get('auroc_adv', float('nan')):.3f}  {row['attack']}  "
               f"fit {row['fit_s']:.1f}s score {row['score_s']:.1f}s attack {row.get('attack_s', 0):.1f}s", flush=True)
@@ -168,11 +184,7 @@ def main() -> None:
             "attack_s"]
     if not args.quiet:
         print(_common.table([r for r in rows if r["mode"] != "refused"], cols, floatfmt=".3f"))
-    payload = {"settings": vars(args), "model": {"width": args.width, "epochs": args.epochs, "train_s": train_s,
-                                                  "id_accuracy": acc},
-               "n_id": int(x_id.shape[0]), "n_ood": int(x_ood.shape[0]), "square_available": square_available,
-               "rows": rows}
-    path = _common.write_json(args.out, payload, machine)
+    path = _common.write_json(args.out, {**payload, "rows": rows, "complete": True}, machine)
     print(f"wrote {path}")
 
 
