@@ -176,6 +176,7 @@ def run(args) -> int:
     from ..models import Normalize, SmallCNN, with_reject_head
     from ..training import MINING_METHODS, TrainConfig, Trainer
 
+    from .._validation import check_images
     from ..training.checkpoint import prepare_out_dir
 
     overwrite = bool(getattr(args, "overwrite", False))
@@ -199,7 +200,6 @@ def run(args) -> int:
             and dist_utils.is_main_process():
         print(f"mining: N = {pool_size}, n = {mined_size} ({len(aux_set)} auxiliary images; paper: "
               f"N = {PAPER_POOL_SIZE}, n = {PAPER_MINED_SIZE})", file=sys.stderr)
-    prepare_out_dir(args.out, resume=args.resume, overwrite=overwrite, main=dist_utils.is_main_process())
     r = 1 if args.method in MINING_METHODS else 0
     torch.manual_seed(args.seed)
     if args.timm:
@@ -211,11 +211,16 @@ def run(args) -> int:
         model = create_timm_model(args.timm, k, checkpoint=args.weights, num_reject=r, **stats)
         arch = args.timm
     else:
-        model = Normalize(SmallCNN(k, width=args.width), mean, std)
+        model = Normalize(SmallCNN(k, in_chans=len(mean), width=args.width), mean, std)
         if r:
             model = with_reject_head(model, k)
         arch = "smallcnn"
+    # the channel/dtype rule, before any work: the data's images must fit the model
+    check_images(torch.as_tensor(train_set[0][0]).unsqueeze(0), f"--data {args.data!r} images", model=model)
+    check_images(torch.as_tensor(aux_set[0][0]).unsqueeze(0), f"--aux {args.aux!r} images", model=model)
     device = torch.device(args.device) if args.device else dist_utils.default_device()
+    # everything is checked: only now may --overwrite delete the old run's files
+    prepare_out_dir(args.out, resume=args.resume, overwrite=overwrite, main=dist_utils.is_main_process())
     trainer = Trainer(model, train_set, aux_set, cfg, num_classes=k, out_dir=args.out, device=device,
                       resume=args.resume, meta={"arch": arch})
     if trainer.epoch and not args.quiet and dist_utils.is_main_process():
