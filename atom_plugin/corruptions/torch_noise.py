@@ -47,8 +47,8 @@ def shot_noise(x: torch.Tensor, severity: int, draws: TorchDraws, table: str = "
         # uniforms, so the rates must be the reference's float64 (uint8 / 255) * c exactly
         rate = torch.round(x.double() * 255.0) / 255.0 * c
         return (draws.poisson(rate) / c).clamp_(0, 1).to(x.dtype)
-    # torch.poisson is exact and, on the CPU, 1.5-4x faster than the inversion sampler at
-    # every severity's rate (measured at batch 64 and 256); MPS has no torch.poisson
+    # torch.poisson is exact and, on the CPU, faster than the inversion sampler and than a
+    # tabulated (guide table) inversion we tried; MPS has no torch.poisson
     counts = _poisson_inversion(x * c, c, draws) if x.device.type == "mps" else draws.poisson(x * c)
     return (counts / c).clamp_(0, 1)
 

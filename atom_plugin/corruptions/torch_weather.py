@@ -207,7 +207,7 @@ def canny(u: torch.Tensor, low: float = 50, high: float = 150) -> torch.Tensor:
     fixed-point direction sectors and its strict / non-strict neighbour comparisons), then
     hysteresis: candidates above ``low`` that are 8-connected, through candidates, to one
     above ``high``.  Returns a bool edge map."""
-    t = u.to(torch.float64)
+    t = u.to(torch.float32)  # integer arithmetic below 2^24: exact in float32
     p = F.pad(t, (1, 1, 1, 1), mode="replicate")
     kx = t.new_tensor([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]).view(1, 1, 3, 3)
     dx = F.conv2d(p, kx)
@@ -219,7 +219,7 @@ def canny(u: torch.Tensor, low: float = 50, high: float = 150) -> torch.Tensor:
     def nb(oy, ox):
         return mp[..., 1 + oy:1 + oy + H, 1 + ox:1 + ox + W]
 
-    ax, ay = dx.abs(), dy.abs() * (1 << 15)
+    ax, ay = dx.abs().to(torch.int64), dy.abs().to(torch.int64) * (1 << 15)
     tg22 = ax * _TG22
     tg67 = tg22 + ax * (1 << 16)
     horiz = ay < tg22
@@ -232,6 +232,8 @@ def canny(u: torch.Tensor, low: float = 50, high: float = 150) -> torch.Tensor:
     cand = keep & (m > int(math.floor(low)))
     edge = (cand & (m > int(math.floor(high)))).to(t.dtype)
     candf = cand.to(t.dtype)
+    if torch.equal(edge, candf):  # every candidate is strong: nothing to grow
+        return edge > 0
     while True:  # hysteresis: grow the strong edges through the candidates, 8 rounds at a time
         for _ in range(8):
             edge = F.max_pool2d(edge, 3, stride=1, padding=1) * candf
@@ -255,13 +257,17 @@ def chamfer_distance(sources: torch.Tensor, cap: float = 20.0) -> torch.Tensor:
     H, W = d.shape[-2:]
     steps = [(0, 1, a), (1, 0, a), (0, -1, a), (-1, 0, a), (1, 1, b), (1, -1, b), (-1, 1, b), (-1, -1, b),
              (1, 2, c), (2, 1, c), (-1, 2, c), (-2, 1, c), (1, -2, c), (2, -1, c), (-1, -2, c), (-2, -1, c)]
-    for _ in range(int(math.ceil(cap))):
-        p = F.pad(d, (2, 2, 2, 2), value=big)
-        new = d
+    p = torch.full((*d.shape[:-2], H + 4, W + 4), big, dtype=d.dtype, device=d.device)
+    inner = p[..., 2:2 + H, 2:2 + W]
+    inner.copy_(d)
+    for it in range(int(math.ceil(cap))):
+        new = inner.clone()
         for oy, ox, w in steps:
-            new = torch.minimum(new, p[..., 2 + oy:2 + oy + H, 2 + ox:2 + ox + W] + w)
-        d = new
-    return d.clamp_(max=cap)
+            torch.minimum(new, p[..., 2 + oy:2 + oy + H, 2 + ox:2 + ox + W] + w, out=new)
+        if it % 4 == 3 and torch.equal(new, inner):  # converged (checked every 4 rounds)
+            break
+        inner.copy_(new)
+    return inner.clamp(max=cap)
 
 
 def spatter(x: torch.Tensor, severity: int, draws: TorchDraws, table: str = "imagenet") -> torch.Tensor:
