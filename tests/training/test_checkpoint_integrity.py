@@ -223,3 +223,23 @@ def test_mining_sizes_follow_the_data():
     assert mining_sizes(300_000) == (300_000, 75_000)
     assert mining_sizes(10**6) == (400_000, 100_000)  # the paper's values when the data allow them
     assert mining_sizes(5000, 2500, 1344) == (2500, 1344)
+
+
+def test_cli_train_overwrite_replaces_a_finished_run(tmp_path, capsys):
+    """A second fresh run into the same --out no longer appends to metrics.jsonl (epochs 1, 1)."""
+    import json
+
+    out = tmp_path / "run"
+    args = ["train", "--method", "oe", "--width", "4", "--batch-size", "128", "--outlier-batch-size", "64",
+            "--epochs", "1", "--quiet", "--out", str(out)]
+    assert _cli(capsys, *args)[0] == 0
+    first = load_checkpoint(out / "last.pt")["model"]
+    (out / "notes.txt").write_text("mine")
+    code, err = _cli(capsys, *args, "--seed", "1")
+    assert code == 2 and "already holds a training run" in err
+    assert torch.equal(load_checkpoint(out / "last.pt")["model"]["model.fc.weight"], first["model.fc.weight"])
+    assert _cli(capsys, *args, "--seed", "1", "--overwrite")[0] == 0
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1]
+    assert not torch.equal(load_checkpoint(out / "last.pt")["model"]["model.fc.weight"], first["model.fc.weight"])
+    assert (out / "notes.txt").read_text() == "mine"
