@@ -21,7 +21,7 @@ from ..metrics import ood_metrics, threshold_at_tpr
 from ..report import Report
 from .batches import check_dataset, num_batches, owned_batches
 from .config import EvalConfig
-from .scoring import Scorer, batch_seed, run_attack, to_uint8
+from .scoring import Scorer, attack_scores, batch_seed, run_attack, to_uint8
 from .tasks import build_attack, linf_attack_name
 
 __all__ = ["evaluate"]
@@ -125,6 +125,19 @@ class _Run:
                              f"[{int(y.min())}, {int(y.max())}]; pass a dataset of ID images with their class labels.")
         return y
 
+    def _share_corruption_search(self, atks: dict) -> bool:
+        """When both corruption tasks use the built-in attacks (built from the same config,
+        so the same candidates), the compositional attack starts from the corruption task's
+        search (same draws) instead of running it again: its corrupted centres are the
+        corruption task's winners, and its win histogram is theirs."""
+        from ..attacks import CompositionalAttack, CorruptionAttack
+
+        corr, comp = atks.get("corruption"), atks.get("compositional")
+        if not (isinstance(corr, CorruptionAttack) and isinstance(comp, CompositionalAttack)) or \
+                {"corruption", "compositional"} & set(self.custom):
+            return False
+        return corr.top_k >= comp.top_k and tuple(corr.candidates) == tuple(comp.corruption_attack.candidates)
+
     # ------------------------------------------------------------------ step 2: ID
     def score_id(self, id_data: Any) -> None:
         cfg, local, kept = self.cfg, [], 0
@@ -179,12 +192,16 @@ class _Run:
     def score_ood_set(self, set_name: str, data: Any) -> None:
         cfg, local, kept = self.cfg, [], 0
         atks = {t: self._attack(t, self.threshold) for t in cfg.tasks}
+        shared = self._share_corruption_search(atks)
+        order = sorted(cfg.tasks, key=lambda t: t == "compositional")  # the corruption search first
         for b, x, _ in self._batches(data, set_name):
             x = check_images(x.to(self.device), f"ood_sets[{set_name!r}] images")
             pay: dict[str, Any] = {}
-            for task in cfg.tasks:
-                xa = run_attack(atks[task], x, batch_seed(cfg.seed, set_name, task, b))
-                pay[task] = self.scorer.score_np(xa)
+            for task in order:
+                kw = {"corruption_result": atks["corruption"].last_topk} if shared and task == "compositional" else {}
+                xa = run_attack(atks[task], x, batch_seed(cfg.seed, set_name, task, b), **kw)
+                s = attack_scores(atks[task], x)
+                pay[task] = s.cpu().numpy().astype(np.float64) if s is not None else self.scorer.score_np(xa)
                 pay["cost_" + task] = _cost_of(atks[task])
                 if kept < cfg.keep_examples:
                     pay["ex_" + task] = to_uint8(xa[: cfg.keep_examples - kept])

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-__all__ = ["batch_seed", "seeded", "run_attack", "Scorer", "to_uint8"]
+__all__ = ["batch_seed", "seeded", "run_attack", "attack_scores", "Scorer", "to_uint8"]
 
 
 def batch_seed(seed: int, *parts: Any) -> int:
@@ -41,12 +41,12 @@ def seeded(s: int, device: torch.device):
             random.setstate(py_state)
 
 
-def run_attack(atk: Callable | None, x: torch.Tensor, seed: int) -> torch.Tensor:
-    """``atk(x)`` under :func:`seeded` (``x`` itself when ``atk`` is ``None``), detached."""
+def run_attack(atk: Callable | None, x: torch.Tensor, seed: int, **kwargs: Any) -> torch.Tensor:
+    """``atk(x, **kwargs)`` under :func:`seeded` (``x`` itself when ``atk`` is ``None``), detached."""
     if atk is None:
         return x
     with seeded(seed, x.device):
-        adv = atk(x)
+        adv = atk(x, **kwargs)
     if not isinstance(adv, torch.Tensor) or adv.shape != x.shape:
         raise ValueError(
             f"attack {type(atk).__name__} must return a tensor shaped like its input {tuple(x.shape)}, "
@@ -77,6 +77,20 @@ class Scorer:
                 return self.det._classify(x)
             except NotImplementedError:
                 return None
+
+
+def attack_scores(atk: Any, x: torch.Tensor) -> torch.Tensor | None:
+    """The OOD scores of its output that an attack computed itself (``last_scores`` /
+    ``last_score``, shape ``(B,)``, target ``"ood"``), so the evaluation need not re-score
+    them; ``None`` when the attack does not say."""
+    if atk is None or getattr(atk, "target", "ood") != "ood":
+        return None
+    s = getattr(atk, "last_scores", None)
+    if s is None:
+        s = getattr(atk, "last_score", None)
+    if isinstance(s, torch.Tensor) and s.shape == (x.shape[0],) and s.device == x.device:
+        return s.detach()
+    return None
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
