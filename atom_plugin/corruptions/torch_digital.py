@@ -249,17 +249,20 @@ def nearest_index(n_in: int, n_out: int) -> np.ndarray:
 
 
 def _pil_pass(u: torch.Tensor, A: np.ndarray, dim: int) -> torch.Tensor:
-    """One Pillow BOX pass on 8-bit values ``u`` along ``dim`` (-1 or -2), exact: the
-    products of 8-bit values and 22-bit weights are integers, exact in float64."""
+    """One Pillow BOX pass on 8-bit values ``u`` along ``dim`` (-1 or -2), exact.  The
+    non-zero weights of an output are all equal (1 / count, rounded to 22 bits: ``kk``), so
+    the pass is a 0/1 box sum (exact in float32) times ``kk``, rounded and shifted like
+    Pillow in float64 (exact: the products are integers below 2^53)."""
     if A.shape[0] == A.shape[1] and np.array_equal(A, np.eye(A.shape[0]) * (1 << _PRECISION)):
         return u  # Pillow skips a pass whose size does not change
+    ones = torch.from_numpy((A > 0).astype(np.float32)).to(u.device)
+    kk = torch.from_numpy(A.max(1)).to(u.device)
+    S = torch.matmul(u, ones.T) if dim == -1 else torch.matmul(ones, u)
+    kk = kk.view(-1) if dim == -1 else kk.view(-1, 1)
     if u.device.type == "mps":  # no float64: float weights, correct up to ties
-        M = torch.from_numpy(A / (1 << _PRECISION)).to(torch.float32).to(u.device)
-        v = torch.matmul(u, M.T) if dim == -1 else torch.matmul(M, u)
-        return torch.floor(v + 0.5).clamp_(0, 255)
-    M = torch.from_numpy(A).to(u.device)
-    v = torch.matmul(u, M.T) if dim == -1 else torch.matmul(M, u)
-    return torch.floor((v + (1 << (_PRECISION - 1))) * (1.0 / (1 << _PRECISION))).clamp_(0, 255)
+        return torch.floor(S * (kk.float() / (1 << _PRECISION)) + 0.5).clamp_(0, 255)
+    v = torch.floor((S.double() * kk + (1 << (_PRECISION - 1))) * (1.0 / (1 << _PRECISION)))
+    return v.clamp_(0, 255).to(u.dtype)
 
 
 def pixelate(x: torch.Tensor, severity: int, draws: TorchDraws | None = None, table: str = "imagenet") -> torch.Tensor:
@@ -273,8 +276,7 @@ def pixelate(x: torch.Tensor, severity: int, draws: TorchDraws | None = None, ta
     if h < 1 or w < 1:
         raise ValueError(f"`images` of size {H}x{W} are too small for 'pixelate' at severity {severity}: "
                          f"int(side x {c}) must be >= 1.")
-    fdt = torch.float32 if x.device.type == "mps" else torch.float64
-    u = torch.round(x.to(fdt) * 255.0)  # Pillow sees uint8 images
+    u = torch.round(x.float() * 255.0)  # Pillow sees uint8 images
     small = _pil_pass(u, box_matrix(W, w), -1)
     small = _pil_pass(small, box_matrix(H, h), -2)
     if table == "imagenet":

@@ -392,3 +392,26 @@ def test_every_corruption_every_table_odd_sizes(name):
             y = corrupt(x, name, 5, seed=1, table=table)
             assert y.shape == x.shape and float(y.min()) >= 0 and float(y.max()) <= 1, (table, H, W)
             assert torch.equal(y, corrupt(x, name, 5, seed=1, table=table))
+
+
+def _pil_pixelate(u8, c, up):
+    H, W = u8.shape[:2]
+    im = Image.fromarray(u8).resize((int(W * c), int(H * c)), Image.BOX)
+    return np.asarray(im.resize((W, H), up)).astype(np.float64)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (33, 33), (100, 100), (224, 160), (257, 257), (37, 512)])
+def test_pixelate_exact_at_awkward_sizes(size):
+    """Pixelate equals Pillow (BOX down; NEAREST up for imagenet, BOX up for the others)
+    at sizes where the box filter's and the NEAREST index's ties matter; the full sweep
+    of 8..512 is in benchmarks/bench_corruptions.py (--pixelate-sweep)."""
+    H, W = size
+    g = torch.Generator().manual_seed(H * 1000 + W)
+    x = (torch.rand(1, 3, H, W, generator=g) * 255).round() / 255
+    u8 = (x[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    ups = {"imagenet": Image.NEAREST, "cifar": Image.BOX, "tinyimagenet": Image.BOX}
+    consts = {"imagenet": [0.6, 0.5, 0.4, 0.3, 0.25], **{t: C[t]["pixelate"] for t in TABLES}}
+    for table, cs in consts.items():
+        for s, c in enumerate(cs, 1):
+            out = corrupt(x, "pixelate", s, table=table)[0].permute(1, 2, 0).double().numpy() * 255
+            assert np.abs(out - _pil_pixelate(u8, c, ups[table])).max() < 1e-3, (size, table, s)
