@@ -73,6 +73,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="also attack ID inputs (tasks 'in' and 'in_out', ALOE-style)")
     a.add_argument("--early-stop", action="store_true",
                    help="stop attacking an image once it is accepted as ID (same FPR, cheaper; AUROC not worst-case)")
+    a.add_argument("--diagnostics", action="store_true",
+                   help="run the gradient-masking checks on 64 images of each OOD set and report them")
     add_output_args(p, "ood_report")
     o = [g for g in p._action_groups if g.title == "output"][0]
     o.add_argument("--name", default=None, help="label of the report (e.g. the method)")
@@ -114,7 +116,8 @@ def eval_config(args, tasks=None):
             corruptions=args.corruptions,
             severities=args.severities, corruption_backend=args.corruption_backend,
             corruption_table=args.corruption_table, attack_id=getattr(args, "attack_id", False),
-            early_stop=getattr(args, "early_stop", False), batch_size=args.batch_size, seed=args.seed,
+            early_stop=getattr(args, "early_stop", False), diagnostics=getattr(args, "diagnostics", False),
+            batch_size=args.batch_size, seed=args.seed,
             progress=not args.quiet, max_examples_per_set=args.max_examples, tpr=args.tpr,
             num_workers=args.workers)
     except ValueError as err:
@@ -157,6 +160,8 @@ def run(args) -> int:
     rep.config["model_source"] = args.checkpoint or args.timm or args.robustbench
     if D.is_main_process():
         rep.save(args.out, plots=not args.no_plots)
+        for w in rep.warnings:
+            print(f"atom-ood eval: {w}", file=sys.stderr)
         if args.quiet:
             print(os.path.abspath(args.out))
         else:

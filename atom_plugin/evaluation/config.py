@@ -44,7 +44,11 @@ class EvalConfig:
         corruption_table: severity constants, ``"auto"`` (by image size), ``"cifar"``,
             ``"tinyimagenet"`` or ``"imagenet"``.
         corruption_batch_size, corruption_progress: passed to the corruption attack.
-        diagnostics: run the gradient-masking checks on each OOD set and report them.
+        diagnostics: run the gradient-masking checks (zero/NaN input gradients, black-box
+            beating white-box, more steps not helping, an unbounded attack short of 100%
+            FPR; :func:`atom_plugin.attacks.diagnostics.masking_diagnostics`) on the first
+            64 images of each OOD set; numbers in ``report.config["diagnostics"]``, every
+            triggered check a warning in the report.
         batch_size: batch size for Datasets (a DataLoader keeps its own).
         seed: base seed; each batch of each (set, task) gets its own derived seed.
         progress: tqdm bars (rank 0 only).

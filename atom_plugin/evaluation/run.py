@@ -27,6 +27,8 @@ from .tasks import build_attack, linf_attack_name
 __all__ = ["evaluate"]
 
 AttackFn = Callable[[torch.Tensor], torch.Tensor]
+#: OOD images per set on which ``EvalConfig(diagnostics=True)`` runs the gradient-masking checks
+DIAGNOSTIC_IMAGES = 64
 
 
 def evaluate(detector: nn.Module, id_data: Any, ood_sets: Mapping[str, Any], config: EvalConfig | None = None, *,
@@ -100,6 +102,7 @@ class _Run:
         self.examples: dict = {}
         self.costs: dict = {}
         self.warnings: list[str] = []
+        self.diagnostics: dict = {}
 
     # ------------------------------------------------------------------ helpers
     def _attack(self, task: str, threshold: float | None):
@@ -194,6 +197,7 @@ class _Run:
         atks = {t: self._attack(t, self.threshold) for t in cfg.tasks}
         shared = self._share_corruption_search(atks)
         order = sorted(cfg.tasks, key=lambda t: t == "compositional")  # the corruption search first
+        diag_x: list[torch.Tensor] = []
         for b, x, _ in self._batches(data, set_name):
             x = check_images(x.to(self.device), f"ood_sets[{set_name!r}] images")
             pay: dict[str, Any] = {}
@@ -207,6 +211,10 @@ class _Run:
                     pay["ex_" + task] = to_uint8(xa[: cfg.keep_examples - kept])
             kept += min(x.shape[0], max(cfg.keep_examples - kept, 0))
             local.append((b, pay))
+            if cfg.diagnostics and len(diag_x) < DIAGNOSTIC_IMAGES:
+                diag_x.extend(x[: DIAGNOSTIC_IMAGES - len(diag_x)])
+        if cfg.diagnostics:
+            self._diagnose(set_name, diag_x)
         parts = _merge(local)
         scores, ex = {}, {}
         for task in cfg.tasks:
@@ -232,6 +240,25 @@ class _Run:
             if h is not None:
                 self.wins.setdefault(set_name, {})[task] = h
 
+    def _diagnose(self, set_name: str, images: list) -> None:
+        """The gradient-masking checks on the first images of the set (rank 0; shared)."""
+        from ..attacks.diagnostics import masking_diagnostics
+
+        out = None
+        if D.get_rank() == 0 and images:
+            cfg = self.cfg
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                out = masking_diagnostics(self.det, torch.stack(images), self.threshold, cfg.eps,
+                                          steps=min(cfg.steps, 10), n_queries=min(cfg.queries, 300), seed=cfg.seed)
+        out = next((d for d in D.all_gather_object(out) if d is not None), None)
+        if out is None:
+            return
+        self.diagnostics[set_name] = out
+        for w in out.get("warnings", []):
+            msg = f"gradient masking? {set_name}: {w}"
+            warnings.warn(msg, stacklevel=3)
+            self.warnings.append(msg)
+
     # ------------------------------------------------------------------ step 4: report
     def report(self, ood_sets: Mapping[str, Any]) -> Report:
         cfg = self.cfg
@@ -255,6 +282,8 @@ class _Run:
                 "early stopping was on: FPR is worst-case, AUROC/AUPR under attack are not")
         if any(self.costs.values()):
             config["attack_cost"] = self.costs  # {set: {task: {"forwards"/"backwards"/"queries": total}}}
+        if self.diagnostics:
+            config["diagnostics"] = self.diagnostics  # {set: masking_diagnostics(...) numbers and checks}
         if self.warnings:
             config["warnings"] = list(self.warnings)
         if self.wins:

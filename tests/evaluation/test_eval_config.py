@@ -117,3 +117,28 @@ def test_black_box_fallback_for_a_non_differentiable_detector(world):
     rep = evaluate(Quantized(model), idd, ood, tasks=("natural", "linf"), queries=20, progress=False)
     assert rep.config["linf_attack_used"] != "pgd"
     assert rep.get("noise", "linf", "fpr") >= rep.get("noise", "natural", "fpr")
+
+
+class _ThreeBit(torch.nn.Module):
+    """3-bit input quantization without BPDA: zero input gradient almost everywhere."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(torch.round(x * 7) / 7)
+
+
+def test_diagnostics_fire_on_a_masked_pipeline_and_reach_the_report(world):
+    model, idd, ood = world
+    masked = MSP(_ThreeBit(model), num_classes=10)
+    rep = evaluate(masked, idd, ood, tasks=("natural", "linf"), steps=2, queries=30, diagnostics=True,
+                   progress=False)
+    d = rep.config["diagnostics"]["noise"]
+    assert d["zero_grad_fraction"] == 1.0 and d["checks"]["zero_grad"]
+    assert any("gradient masking" in w for w in rep.warnings) and "gradient masking" in rep.table()
+    plain = evaluate(MSP(model), idd, ood, tasks=("natural", "linf"), steps=2, queries=30, diagnostics=True,
+                     progress=False)
+    assert plain.config["diagnostics"]["noise"]["zero_grad_fraction"] == 0.0
+    assert not plain.config["diagnostics"]["noise"]["checks"]["zero_grad"]
