@@ -19,9 +19,9 @@ _CHANNEL_COUNTS = (1, 3, 4)
 def expected_channels(model: Any) -> int | None:
     """The number of input channels ``model`` expects, or ``None`` if it cannot be told.
 
-    Read from the ``mean`` of an :class:`atom_plugin.models.Normalize` (outermost first),
-    else from the first ``nn.Conv2d`` (``in_channels``) of the module tree, which is also
-    the patch embedding of a ViT.  Works through ``.model`` / ``.module`` wrappers and
+    Read from the ``mean`` of an :class:`atom_plugin.models.Normalize` (outermost first)
+    when it has one value per channel, else from the first ``nn.Conv2d`` (``in_channels``)
+    of the module tree, which is also the patch embedding of a ViT.  Works through ``.model`` / ``.module`` wrappers and
     detectors (their ``.model``).
     """
     import torch.nn as nn
@@ -30,14 +30,18 @@ def expected_channels(model: Any) -> int | None:
         model = getattr(model, "model", None)
         if not isinstance(model, nn.Module):
             return None
+    from_norm = None
     for m in model.modules():
         mean = getattr(m, "mean", None)
         if type(m).__name__ == "Normalize" and isinstance(mean, torch.Tensor) and mean.dim() == 4:
-            return int(mean.shape[1])
-    for m in model.modules():
+            from_norm = int(mean.shape[1])
+            break
+    if from_norm is not None and from_norm > 1:
+        return from_norm
+    for m in model.modules():  # a one-value mean broadcasts over any channel count: ask the first conv
         if isinstance(m, nn.Conv2d):
             return int(m.in_channels)
-    return None
+    return from_norm
 
 
 def expected_dtype(model: Any) -> torch.dtype | None:

@@ -192,8 +192,19 @@ def create_timm_model(name: str, num_classes: int, checkpoint: Optional[str] = N
         input_size = tuple(cfg.get("input_size", (3, 224, 224))[-2:])
     _warn_tiny_grid(name, model, cfg, checkpoint, kwargs, input_size)
     if normalize:
-        mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406))) if mean is None else mean
-        std = tuple(cfg.get("std", (0.229, 0.224, 0.225))) if std is None else std
+        from ._validation import expected_channels
+
+        chans = expected_channels(model)
+        given = mean is not None or std is not None
+        mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406))) if mean is None else tuple(mean)
+        std = tuple(cfg.get("std", (0.229, 0.224, 0.225))) if std is None else tuple(std)
+        if chans is not None and len(mean) not in (1, chans):
+            if given:
+                raise ValueError(f"`mean`/`std` have {len(mean)} values but {name} takes {chans} input channels; "
+                                 f"pass {chans} values (one per channel).")
+            # timm's per-channel statistics for an in_chans != 3 model: one value per channel
+            mean = tuple(sum(mean) / len(mean) for _ in range(chans)) if chans == 1 else (mean * chans)[:chans]
+            std = tuple(sum(std) / len(std) for _ in range(chans)) if chans == 1 else (std * chans)[:chans]
         model = Normalize(model, mean, std, input_size=input_size)
     elif mean is not None or std is not None or input_size is not None:
         raise ValueError("`mean`/`std`/`input_size` are only used with `normalize=True`.")

@@ -125,7 +125,9 @@ def test_reject_sum_never_guesses_r():
 
 
 def test_expected_channels_and_dtype():
-    assert expected_channels(Normalize(SmallCNN(10, width=4), [0.5], [0.2])) == 1
+    assert expected_channels(Normalize(SmallCNN(10, in_chans=1, width=4), [0.5], [0.2])) == 1
+    assert expected_channels(Normalize(SmallCNN(10, width=4), [0.5], [0.2])) == 3  # one value broadcasts
+    assert expected_channels(Normalize(nn.Flatten(), [0.5] * 2, [0.2] * 2)) == 2
     assert expected_channels(SmallCNN(10, in_chans=4, width=4)) == 4
     assert expected_channels(timm.create_model("test_vit", num_classes=3, img_size=32)) == 3
     assert expected_channels(MSP(Normalize(SmallCNN(10, width=4), [0.5] * 3, [0.2] * 3))) == 3
@@ -162,3 +164,12 @@ def test_unusable_robustbench_is_an_input_error(monkeypatch, tmp_path):
     with pytest.raises(MissingDependencyError, match=r"robustbench 1\.1\.1.*pip install") as err:
         load_robustbench_model("Standard", str(tmp_path))
     assert isinstance(err.value, ImportError) and isinstance(err.value, ValueError)
+
+
+def test_create_timm_model_normalizes_per_input_channel():
+    gray = create_timm_model("resnet18", 10, in_chans=1)
+    assert expected_channels(gray) == 1 and gray.mean.numel() == 1
+    assert gray(_x(2)[:, :1]).shape == (2, 10)
+    torch.testing.assert_close(gray.mean.flatten(), torch.tensor([(0.485 + 0.456 + 0.406) / 3]))
+    with pytest.raises(ValueError, match="takes 1 input channels"):
+        create_timm_model("resnet18", 10, in_chans=1, mean=[0.5] * 3, std=[0.2] * 3)
