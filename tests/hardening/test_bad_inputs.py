@@ -417,6 +417,24 @@ def _multiattack_without_labels(tmp):
     torchattacks.MultiAttack([OODPGD(det, steps=1), OODPGD(det, steps=1)])(_x(2, 3, 32, 32))
 
 
+def _stock_pgd_on_detector(tmp):
+    import torchattacks
+
+    from atom_plugin.detectors import RejectClass
+
+    torchattacks.PGD(RejectClass(_kp1()), steps=1)(_x(2, 3, 32, 32), torch.tensor([0, 1]))
+
+
+def _attack_save_on_ood_set(tmp):
+    from torch.utils.data import DataLoader
+
+    from atom_plugin.attacks import OODPGD
+    from atom_plugin.detectors import RejectClass
+
+    loader = DataLoader(TensorDataset(_x(4, 3, 32, 32), torch.full((4,), -1)), batch_size=2)
+    OODPGD(RejectClass(_kp1()), steps=1).save(loader, save_path=str(tmp / "adv.pt"), verbose=True)
+
+
 def _cli_device_bogus(tmp):
     from atom_plugin import cli
 
@@ -491,6 +509,8 @@ CASES = [
     Case("torchattacks-multiattack-no-labels", _multiattack_without_labels, INPUT_ERRORS, "OODMultiAttack",
          owner=EVAL),
     Case("cli-device-bogus", _cli_device_bogus, ValueError, "exit code 2", owner=EVAL),
+    Case("torchattacks-stock-pgd-on-detector", _stock_pgd_on_detector, INPUT_ERRORS, "OODPGD", owner=EVAL),
+    Case("torchattacks-save-on-ood-set", _attack_save_on_ood_set, INPUT_ERRORS, "OOD", owner=EVAL),
 ]
 
 
