@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from torch.utils.data import DataLoader, Subset  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
 
 import _common  # noqa: E402
 import atom_plugin  # noqa: E402,F401  (before pytorch_ood)
@@ -100,9 +100,6 @@ def main() -> None:
     from atom_plugin.metrics import auroc, fpr_at_tpr
 
     square_available = "square" in list_attacks(gradient=False)
-    if square_available:
-        from atom_plugin.attacks import create_attack  # noqa: F401
-
     bench = load_default_benchmark(seed=args.seed)
     t0 = time.perf_counter()
     if args.model_cache and Path(args.model_cache).exists():
