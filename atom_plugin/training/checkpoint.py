@@ -6,7 +6,7 @@ objects), so :func:`load_checkpoint` can use ``torch.load(..., weights_only=True
 It is written to a temporary file in the target directory, flushed and fsync'ed, then
 moved into place with ``os.replace``: a crash never leaves a half-written checkpoint
 (a leftover ``.last.pt.*.tmp`` from a killed save is removed by :func:`prepare_out_dir`
-on the next start).
+on the next start, and by the next successful save of the same file).
 
 **Checksum.**  ``torch.load`` does not check the zip CRCs, so a flipped byte inside a
 tensor loads silently.  :func:`save_checkpoint` stores ``state["checksum"] =
@@ -21,6 +21,7 @@ holds a run (``last.pt`` / ``metrics.jsonl``) is refused unless the run is resum
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import random
@@ -93,6 +94,11 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike, *, checksum:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by a killed save
+            try:
+                stale.unlink()
+            except OSError:
+                pass
     except BaseException:
         try:
             os.unlink(tmp)

@@ -243,3 +243,14 @@ def test_cli_train_overwrite_replaces_a_finished_run(tmp_path, capsys):
     assert [r["epoch"] for r in lines] == [1]
     assert not torch.equal(load_checkpoint(out / "last.pt")["model"]["model.fc.weight"], first["model.fc.weight"])
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_successful_save_removes_leftovers_of_killed_saves(tmp_path):
+    stale = tmp_path / ".last.pt.k1ll3d.tmp"
+    stale.write_bytes(b"partial")
+    other = tmp_path / ".epoch_0001.pt.abc.tmp"
+    other.write_bytes(b"partial")
+    state, _ = _state()
+    save_checkpoint(state, tmp_path / "last.pt")
+    assert not stale.exists() and other.exists()  # only the leftovers of this file
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".epoch_0001.pt.abc.tmp", "last.pt"]
