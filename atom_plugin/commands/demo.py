@@ -4,7 +4,7 @@ the comparison table and write the report folder.  See :mod:`atom_plugin.demo`.
 
 Example::
 
-    atom-ood demo                          # 5-6 minutes on 2 CPU cores, writes atom_ood_demo/
+    atom-ood demo                          # a few minutes on 2 CPU cores, writes atom_ood_demo/
     atom-ood demo --quick --out /tmp/demo  # seconds; a smoke test, numbers meaningless
 """
 from __future__ import annotations
