@@ -99,13 +99,14 @@ def test_bench_eval(bench_module, tmp_path, capsys):
                                             "--repeats", "1"], tmp_path, capsys)
     rows = {r["task"]: r for r in doc["results"]}
     assert list(rows) == ["natural", "corruption", "linf", "compositional"]
-    assert rows["natural"]["attack_s"] < rows["corruption"]["attack_s"]
-    assert rows["corruption"]["corruption_scoring_s"] > 0 and rows["linf"]["corruption_scoring_s"] == 0
-    assert rows["corruption"]["corruption_scoring_s"] < rows["corruption"]["attack_s"]
-    for r in rows.values():
-        assert r["score_s"] > 0 and 0.0 <= r["fpr"] <= 1.0
-        assert math.isclose(r["ms_per_image"], 1e3 * (r["attack_s"] + r["score_s"]) / 4)
     assert doc["settings"]["n_id"] == 4
+    # the compositional task reuses the corruption task's search: exactly one search of the
+    # 15 x 5 candidates plus the clean image (76 forwards per OOD image) is saved
+    mf = doc["model_forwards"]
+    assert mf["without_reuse"] - mf["with_reuse"] == 76 * 4
+    # tasks the reuse does not touch give the same FPR either way
+    for task in ("natural", "corruption", "linf"):
+        assert doc["fpr_without_reuse"][task] == rows[task]["fpr"]
 
 
 def test_bench_corruptions_smoke(bench_module, tmp_path, capsys):
