@@ -34,6 +34,7 @@ __all__ = [
     "OBJECTIVES",
     "get_objective",
     "call_objective",
+    "takes_num_classes",
 ]
 
 
@@ -197,7 +198,8 @@ def get_objective(objective) -> Callable[..., torch.Tensor]:
     return objective
 
 
-def _takes_num_classes(fn: Callable) -> bool:
+def takes_num_classes(fn: Callable) -> bool:
+    """True if ``fn`` has a ``num_classes`` parameter (objectives are then called with K)."""
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -208,7 +210,7 @@ def _takes_num_classes(fn: Callable) -> bool:
 def call_objective(objective: Callable, logits: torch.Tensor, num_classes: int | None) -> torch.Tensor:
     """``objective(logits, num_classes=K)`` if it has a ``num_classes`` parameter, else
     ``objective(logits)``; checks the result is ``(B,)``."""
-    if num_classes is not None and _takes_num_classes(objective):
+    if num_classes is not None and takes_num_classes(objective):
         out = objective(logits, num_classes=num_classes)
     else:
         out = objective(logits)

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from ..models import head_spec
-from ..objectives import _takes_num_classes, get_objective
+from ..objectives import takes_num_classes, get_objective
 from .base import Detector
 from .registry import register_detector
 
@@ -31,7 +31,7 @@ class ObjectiveDetector(Detector):
     def __init__(self, model: nn.Module, objective: Callable | str, num_classes: int | None = None) -> None:
         super().__init__(model, num_classes)
         self.objective = get_objective(objective)
-        self._pass_k = _takes_num_classes(self.objective)
+        self._pass_k = takes_num_classes(self.objective)
 
     def _attack_loss(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.model(x)
