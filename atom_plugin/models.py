@@ -56,7 +56,8 @@ class Normalize(nn.Module):
         if input_size is not None:
             size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
             if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size):
-                raise ValueError(f"`input_size` must be an int or (height, width) of positive ints, got {input_size!r}.")
+                raise ValueError(f"`input_size` must be an int or (height, width) of positive ints, "
+                                 f"got {input_size!r}.")
             input_size = size
         self.input_size = input_size
         mean_t = torch.as_tensor(mean, dtype=torch.float32).flatten()

@@ -21,7 +21,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import timeit
 
 HERE = os.path.dirname(os.path.abspath(__file__))

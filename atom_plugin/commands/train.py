@@ -173,10 +173,9 @@ def run(args) -> int:
     import torch
 
     from .. import distributed as dist_utils
+    from .._validation import check_images
     from ..models import Normalize, SmallCNN, with_reject_head
     from ..training import MINING_METHODS, TrainConfig, Trainer
-
-    from .._validation import check_images
     from ..training.checkpoint import prepare_out_dir
 
     overwrite = bool(getattr(args, "overwrite", False))

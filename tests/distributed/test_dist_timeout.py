@@ -26,7 +26,8 @@ CHILD = textwrap.dedent("""
         dist.all_reduce(torch.ones(1))
         print("NO TIMEOUT")
     except Exception as err:  # gloo raises RuntimeError / DistBackendError
-        print("TIMEOUT" if "timed out" in str(err).lower() or "timeout" in str(err).lower() else "OTHER", repr(err)[:300])
+        text = str(err).lower()
+        print("TIMEOUT" if "timed out" in text or "timeout" in text else "OTHER", repr(err)[:300])
         print("SECONDS", round(time.time() - t0, 1))
     sys.stdout.flush()
     os._exit(0)  # the process group cannot be torn down cleanly with a frozen peer
