@@ -315,10 +315,10 @@ def test_jpeg_close_to_pil(table):
 @pytest.mark.parametrize("table", TABLES)
 def test_water_spatter_and_impulse_in_distribution(table):
     """Water spatter (1-3; also replayed above) and impulse noise (skimage draws from its own
-    generator): mean change over 64 images, each side with its own draws."""
+    generator): mean change over 24 images, each side with its own draws."""
     S = C[table]["size"]
-    x = torch.cat([photo(S, k) for k in range(3)]).repeat(22, 1, 1, 1)[:64]
-    for name, sev in (("impulse_noise", 3), ("spatter", 1), ("spatter", 3)):
+    x = torch.cat([photo(S, k) for k in range(3)]).repeat(8, 1, 1, 1)
+    for name, sev in (("impulse_noise", 3), ("spatter", 2)):
         t = float((corrupt(x, name, sev, seed=0, table=table) - x).abs().mean())
         rs = []
         np.random.seed(0)
