@@ -234,6 +234,26 @@ class OutlierMiner:
             return self.detector(model, self.num_classes)
         return reject_detector(model, self.num_classes)
 
+    def _scores(self, detector: Detector, cand: torch.Tensor, device: torch.device, epoch: int) -> torch.Tensor:
+        """Scores of the candidates ``cand`` (sharded and all-gathered under DDP)."""
+        from . import distributed as dist_utils
+
+        opts = dict(batch_size=self.batch_size, num_workers=self.num_workers, device=device,
+                    desc=f"mining epoch {epoch}",
+                    channels_last=channels_last_helps(detector, device) if self.channels_last is None
+                    else bool(self.channels_last))
+        if not dist_utils.is_distributed():
+            return score_dataset(detector, self.dataset, cand, progress=self.progress, **opts)
+        # contiguous shards: concatenating them in rank order restores candidate order
+        mine = torch.as_tensor(dist_utils.shard_indices(len(cand)), dtype=torch.long)
+        local = score_dataset(detector, self.dataset, cand[mine],
+                              progress=self.progress and dist_utils.is_main_process(), **opts)
+        scores = dist_utils.all_gather_cat(local.to(collective_device(device))).cpu()
+        if scores.numel() != len(cand):
+            raise RuntimeError(f"Gathered {scores.numel()} mining scores for {len(cand)} candidates; "
+                               "every rank must run the miner with the same settings.")
+        return scores
+
     def mine(self, model: nn.Module, epoch: int = 0, *, device: torch.device | str | None = None) -> MiningResult:
         """Score this round's ``N`` candidates with ``model`` and select ``[qN, qN + n)``.
 
@@ -241,27 +261,10 @@ class OutlierMiner:
         ``torch.distributed`` process group each rank scores ``candidates[rank::world]``
         and the scores are gathered, so every rank returns the same selection.
         """
-        from . import distributed as dist_utils
-
         cand = self.candidates(epoch)
-        detector = self._detector(model)
         device = torch.device(device) if device is not None else module_device(model)
-        opts = dict(batch_size=self.batch_size, num_workers=self.num_workers, device=device,
-                    desc=f"mining epoch {epoch}",
-                    channels_last=channels_last_helps(model, device) if self.channels_last is None
-                    else bool(self.channels_last))
-        if dist_utils.is_distributed():
-            # contiguous shards: concatenating them in rank order restores candidate order
-            mine = torch.as_tensor(dist_utils.shard_indices(len(cand)), dtype=torch.long)
-            local = score_dataset(detector, self.dataset, cand[mine],
-                                  progress=self.progress and dist_utils.is_main_process(), **opts)
-            dev = collective_device(device)
-            scores = dist_utils.all_gather_cat(local.to(dev)).cpu()
-            if scores.numel() != len(cand):
-                raise RuntimeError(f"Gathered {scores.numel()} mining scores for {len(cand)} candidates; "
-                                   "every rank must run the miner with the same settings.")
-        else:
-            scores = score_dataset(detector, self.dataset, cand, progress=self.progress, **opts)
+        with eval_mode(model):  # building a detector sets eval mode: restore the caller's modes
+            scores = self._scores(self._detector(model), cand, device, epoch)
         pos = select_window(scores, self.q, self.num_select)
         sel_scores = scores[pos]
         edges, counts = _histogram(scores, self.bins)

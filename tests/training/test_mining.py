@@ -125,8 +125,9 @@ def test_score_dataset_matches_direct_scores(tiny_kplus1, channels_last):
     x = torch.rand(10, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     ds = TensorDataset(x, torch.full((10,), -1))
     idx = torch.tensor([7, 2, 5])
+    det = RejectClass(tiny_kplus1)
     tiny_kplus1.train()
-    s = score_dataset(RejectClass(tiny_kplus1), ds, idx, batch_size=2, channels_last=channels_last)
+    s = score_dataset(det, ds, idx, batch_size=2, channels_last=channels_last)
     assert tiny_kplus1.training  # mode restored
     with torch.no_grad():
         ref = torch.softmax(tiny_kplus1.eval()(x[idx]), 1)[:, 10]
