@@ -52,6 +52,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     a.add_argument("--seed", type=int, default=0)
     o = p.add_argument_group("output")
     o.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    o.add_argument("--overwrite", action="store_true", help="write into a non-empty --out folder")
     o.add_argument("--format", default="float32", choices=("float32", "uint8"),
                    help="images.npy as float32 (N,C,H,W) in [0,1] (exact) or uint8 (N,H,W,C) (rounded)")
     o.add_argument("--png", type=int, default=16, metavar="N", help="also save the first N images as PNG (0: none)")
@@ -81,14 +82,9 @@ def _save_png(img_hwc, path: str) -> None:
     plt.imsave(path, img_hwc[..., 0] if img_hwc.shape[-1] == 1 else img_hwc, cmap="gray" if img_hwc.shape[-1] == 1 else None)
 
 
-def run(args) -> int:
-    import numpy as np
-    import torch
-    from torch.utils.data import DataLoader, Subset
-
+def _check_args(args) -> None:
     from .. import distributed as D
-    from .._utils import progress, split_batch
-    from ..evaluation import Scorer, batch_seed, run_attack, to_uint8
+    from .evaluate import check_out_dir
 
     for opt, val, low in (("--steps", args.steps, 1), ("--restarts", args.restarts, 1),
                           ("--batch-size", args.batch_size, 1), ("--seed", args.seed, 0), ("--png", args.png, 0)):
@@ -100,68 +96,72 @@ def run(args) -> int:
         raise ValueError("atom-ood attack runs in one process; launch it without torchrun.")
     for spec in args.data:
         parse_dataset_spec(spec, "--data")
+    check_out_dir(args.out, args.overwrite)
+
+
+def _attack_set(args, name: str, ds, atk, scorer, device) -> dict:
+    """Attack the first ``--max-examples`` images of one set; write images.npy, scores.npy, PNGs."""
+    import numpy as np
+    from torch.utils.data import DataLoader, Subset
+
+    from .._utils import progress, split_batch
+    from .._validation import check_images
+    from ..evaluation import batch_seed, run_attack, to_uint8
+
+    n = len(ds) if args.max_examples is None else min(len(ds), args.max_examples)
+    loader = DataLoader(Subset(ds, range(n)), batch_size=args.batch_size, shuffle=False)
+    folder = os.path.join(args.out, name.replace(os.sep, "_"))
+    os.makedirs(folder, exist_ok=True)
+    out, shape, pos = None, None, 0
+    scores = np.zeros((n, 2), dtype=np.float64)
+    for b, batch in enumerate(progress(loader, not args.quiet, name)):
+        x = check_images(split_batch(batch, "--data")[0].to(device), f"--data {name} images")
+        adv = run_attack(atk, x, batch_seed(args.seed, name, args.method, b))
+        arr = adv.cpu().float().numpy() if args.format == "float32" else to_uint8(adv)
+        if out is None:
+            shape = (n,) + arr.shape[1:]
+            out = np.lib.format.open_memmap(os.path.join(folder, "images.npy"), mode="w+", dtype=arr.dtype,
+                                            shape=shape)
+        out[pos:pos + len(arr)] = arr
+        scores[pos:pos + len(arr), 0] = scorer.score(x).cpu().numpy()
+        scores[pos:pos + len(arr), 1] = scorer.score(adv).cpu().numpy()
+        u8 = to_uint8(adv)
+        for i in range(min(len(arr), max(args.png - pos, 0))):
+            _save_png(u8[i], os.path.join(folder, f"{pos + i:05d}.png"))
+        pos += len(arr)
+    out.flush()
+    del out
+    np.save(os.path.join(folder, "scores.npy"), scores, allow_pickle=False)
+    moved = scores[:, 1] > scores[:, 0] if args.method == "in" else scores[:, 1] < scores[:, 0]  # "in" pushes up
+    return {"n": int(n), "images": os.path.join(folder, "images.npy"), "shape": list(shape),
+            "mean_score_clean": float(scores[:, 0].mean()), "mean_score_attacked": float(scores[:, 1].mean()),
+            "fraction_moved": float(np.mean(moved))}
+
+
+def run(args) -> int:
+    from ..detectors import detector_info
+    from ..evaluation import Scorer
+
+    _check_args(args)
     device = resolve_device(args.device)
     sets = load_ood_sets(args.data, option="--data")
     model, k = load_model(args)
     model = model.to(device).eval()
-    from ..detectors import detector_info
-
     if detector_info(args.detector).needs_fit:
         raise ValueError(f"--detector {args.detector} must be fitted on ID training data; use `atom-ood eval` "
                          "or the Python API.")
     det = build_detector(args.detector, model, k, None, detector_kwargs(args.detector_arg))
-    det.eval()
     atk = _build_attack(args, det)
-    scorer = Scorer(det)
     os.makedirs(args.out, exist_ok=True)
     summary = {"method": args.method, "eps": args.eps, "alpha": args.alpha, "steps": args.steps,
                "restarts": args.restarts, "seed": args.seed, "detector": type(det).__name__,
                "attack": type(atk).__name__, "format": args.format,
                "model_source": args.checkpoint or args.timm or args.robustbench, "sets": {}}
     for name, ds in sets.items():
-        n = len(ds) if args.max_examples is None else min(len(ds), args.max_examples)
-        loader = DataLoader(Subset(ds, range(n)), batch_size=args.batch_size, shuffle=False)
-        folder = os.path.join(args.out, name.replace(os.sep, "_"))
-        os.makedirs(folder, exist_ok=True)
-        shape = None
-        out = None
-        scores = np.zeros((n, 2), dtype=np.float64)
-        pos = 0
-        for b, batch in enumerate(progress(loader, not args.quiet, name)):
-            x, _ = split_batch(batch, "--data")
-            x = x.to(device)
-            if b == 0:
-                from .._validation import check_images
-
-                check_images(x, f"--data {name} images")
-            adv = run_attack(atk, x, batch_seed(args.seed, name, args.method, b))
-            s0, s1 = scorer.score(x).cpu().numpy(), scorer.score(adv).cpu().numpy()
-            arr = adv.cpu().float().numpy() if args.format == "float32" else to_uint8(adv)
-            if out is None:
-                shape = (n,) + arr.shape[1:]
-                out = np.lib.format.open_memmap(os.path.join(folder, "images.npy"), mode="w+",
-                                                dtype=arr.dtype, shape=shape)
-            out[pos:pos + len(arr)] = arr
-            scores[pos:pos + len(arr), 0], scores[pos:pos + len(arr), 1] = s0, s1
-            u8 = to_uint8(adv)
-            for i in range(len(arr)):
-                if pos + i < args.png:
-                    _save_png(u8[i], os.path.join(folder, f"{pos + i:05d}.png"))
-            pos += len(arr)
-        out.flush()
-        del out
-        np.save(os.path.join(folder, "scores.npy"), scores, allow_pickle=False)
-        summary["sets"][name] = {
-            "n": int(n), "images": os.path.join(folder, "images.npy"), "shape": list(shape),
-            "mean_score_clean": float(scores[:, 0].mean()), "mean_score_attacked": float(scores[:, 1].mean()),
-            # "in" pushes scores up, the other methods down
-            "fraction_moved": float(np.mean(scores[:, 1] > scores[:, 0]) if args.method == "in"
-                                    else np.mean(scores[:, 1] < scores[:, 0])),
-        }
+        s = summary["sets"][name] = _attack_set(args, name, ds, atk, Scorer(det), device)
         if not args.quiet:
-            s = summary["sets"][name]
-            print(f"{name}: {n} images, mean OOD score {s['mean_score_clean']:.4g} -> {s['mean_score_attacked']:.4g}",
-                  file=sys.stderr)
+            print(f"{name}: {s['n']} images, mean OOD score {s['mean_score_clean']:.4g} -> "
+                  f"{s['mean_score_attacked']:.4g}", file=sys.stderr)
     with open(os.path.join(args.out, "attack.json"), "w", encoding="utf-8") as fh:
         json.dump(summary, fh, indent=1)
     print(os.path.abspath(args.out))
