@@ -12,6 +12,6 @@ from .ood_apgd import OODAPGD
 from .ood_square import OODSquare
 from .ood_autoattack import OODAutoAttack, margin_objective
 from .diagnostics import masking_diagnostics
-from .corruption import CorruptionAttack
+from .corruption import CorruptionAttack, CorruptionResult
 from .compositional import CompositionalAttack
 from .ood_multi import OODMultiAttack
