@@ -2,8 +2,10 @@
 
 Every epoch :class:`OutlierMiner` draws ``N`` candidate indices i.i.d. without
 replacement from the auxiliary outlier dataset, scores them with the current model
-(OOD score ``F(x)_{K+1}``, the softmax probability of the reject class; eval mode,
-``torch.inference_mode``, batched), sorts the scores ascending and keeps the window
+(OOD score ``F(x)_{K+1}``, the softmax probability of the reject class, computed by the
+bare ``_score`` of :class:`~atom_plugin.RejectClass` / ``RejectSum`` (:func:`reject_detector`),
+or of any detector passed as ``detector``; eval mode, ``torch.inference_mode``, batched,
+the scores kept on the device until the end), sorts the scores ascending and keeps the window
 ``[qN, qN + n)``: ``q = 0`` keeps the ``n`` hardest outliers (those that look most
 in-distribution), larger ``q`` keeps easier ones.
 

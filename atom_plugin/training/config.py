@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._validation import check_choice, check_float, check_int
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 __all__ = ["TrainConfig", "METHODS", "MINING_METHODS", "DEFAULT_LAMBDA"]
 
