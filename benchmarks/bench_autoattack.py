@@ -3,7 +3,7 @@
 Two small models trained briefly on the embedded digits benchmark (``SmallCNN``, 32x32):
 an outlier-exposure model (detectors MSP and Energy; Mahalanobis with the paper's logistic
 objective, eq. 116, which saturates) and a K+1 model trained with NTOM (detector
-RejectClass), plus a gradient-masked pipeline: the K+1 model behind 3-bit input
+RejectClass), plus gradient-masked pipelines: the K+1 and the OE model behind 3-bit input
 quantization ``round(7 x) / 7`` (zero gradient, no BPDA).
 
 For every detector, on OOD images from every embedded OOD set, at L-inf eps 8/255 and the
@@ -180,6 +180,7 @@ def main(argv=None) -> int:
 
     dets = {"oe/msp": lambda: MSP(oe), "oe/energy": lambda: Energy(oe), "k+1/reject": lambda: RejectClass(k1),
             "k+1 3-bit quantized/reject": lambda: RejectClass(Quantize3Bit(k1)),
+            "oe 3-bit quantized/msp": lambda: MSP(Quantize3Bit(oe)),
             "oe/mahalanobis (logistic, eq. 116)": maha}
     rows = []
     for name, mk in dets.items():
