@@ -498,19 +498,7 @@ def simulate(d: int, *, n0: int = 1, eps: float = 0.25, n: int | None = None, n_
     for start in range(0, n, rows):
         sum_in += sample_in(model, min(rows, n - start), g_in).sum(axis=0)
     theta_int = sum_in / n
-    # auxiliary U_mix: plain sum (equation 2) and the mined sum (equations 48-49)
-    sum_aux = np.zeros(d)
-    sum_sel = np.zeros(d)
-    k = k_inf = 0
-    for start in range(0, n_aux, rows):
-        x, informative = sample_aux_mix(model, min(rows, n_aux - start), g_aux, mu0_scale=mu0_scale,
-                                        return_source=True)
-        sum_aux += x.sum(axis=0)
-        f = confidence(x, theta_int)
-        mask = (f >= a) & (f <= b)
-        sum_sel -= x[mask].sum(axis=0)
-        k += int(mask.sum())
-        k_inf += int((mask & informative).sum())
+    sum_aux, sum_sel, k, k_inf = _aux_sums(model, n_aux, rows, g_aux, theta_int, a, b, mu0_scale)
     thetas = {"averaging": 0.5 * (theta_int - sum_aux / n_aux)}
     if k == 0:
         warnings.warn(f"simulate(d={d}): no auxiliary point has confidence in [a, b]; theta_om = 0.",
@@ -533,8 +521,7 @@ def simulate(d: int, *, n0: int = 1, eps: float = 0.25, n: int | None = None, n_
         out.append({
             "d": d, "detector": name, "n0": n0, "eps": eps, "sigma": model.sigma, "nu": model.nu,
             "mu_norm": model.mu_norm, "n": n, "n_aux": n_aux, "seed": seed, "eq15": eq15_satisfied(d, n0, eps),
-            "cos_mu": cosine(stack[i], model.mu),
-            "fnr": fnr(stack[i], model),
+            "cos_mu": cosine(stack[i], model.mu), "fnr": fnr(stack[i], model),
             "worst_fpr": worst_fpr(stack[i], model, eps),
             "fnr_emp": float(fnr_emp[i]) if n_eval else None,
             "worst_fpr_emp": float(fpr_emp[i]) if n_eval else None,
@@ -542,6 +529,26 @@ def simulate(d: int, *, n0: int = 1, eps: float = 0.25, n: int | None = None, n_
             "selected_informative": (k_inf / k if k else None) if name == "mining" else None,
         })
     return (out, thetas) if return_thetas else out
+
+
+def _aux_sums(model, n_aux: int, rows: int, g_aux, theta_int: np.ndarray, a: float, b: float,
+              mu0_scale: float) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Over ``n_aux`` draws of ``U_mix`` in chunks: the plain sum (equation 2), minus the sum of
+    the mined points (confidence in ``[a, b]``, equations 48-49), their count and how many of
+    them are informative."""
+    sum_aux = np.zeros(model.mu.shape[0])
+    sum_sel = np.zeros(model.mu.shape[0])
+    k = k_inf = 0
+    for start in range(0, n_aux, rows):
+        x, informative = sample_aux_mix(model, min(rows, n_aux - start), g_aux, mu0_scale=mu0_scale,
+                                        return_source=True)
+        sum_aux += x.sum(axis=0)
+        f = confidence(x, theta_int)
+        mask = (f >= a) & (f <= b)
+        sum_sel -= x[mask].sum(axis=0)
+        k += int(mask.sum())
+        k_inf += int((mask & informative).sum())
+    return sum_aux, sum_sel, k, k_inf
 
 
 def sweep(dims: Sequence[int], *, progress: bool = False, **kwargs) -> list[dict]:
