@@ -73,11 +73,29 @@ class Normalize(nn.Module):
         self.register_buffer("mean", mean_t.view(1, -1, 1, 1))
         self.register_buffer("std", std_t.view(1, -1, 1, 1))
 
+    def _check_input(self, x: torch.Tensor) -> None:
+        """The channel/dtype rule where every image enters a wrapped model (shapes and dtypes
+        only: no host-device synchronisation).  A per-channel mean would broadcast over a
+        1-channel image or the last axis of a (B, H, W, C) tensor and compute garbage."""
+        c = self.mean.shape[1]
+        if x.dim() != 4:
+            raise ValueError(f"the model's input must have shape (B, C, H, W), got shape {tuple(x.shape)}.")
+        if c > 1 and x.shape[1] != c:
+            fix = ("it looks like (B, H, W, C): use x.permute(0, 3, 1, 2)" if x.shape[-1] == c
+                   else "grayscale to RGB: x.expand(-1, 3, -1, -1)" if x.shape[1] == 1 and c == 3
+                   else "pass images with the model's channel count")
+            raise ValueError(f"the model takes {c}-channel images (its Normalize has {c} means), got {x.shape[1]} "
+                             f"channels (shape {tuple(x.shape)}); {fix}.")
+        if x.dtype == torch.float64 and self.mean.dtype != torch.float64:
+            raise TypeError(f"the model computes in {self.mean.dtype} but the images are float64; convert them "
+                            "with x.float() (or the model with model.double()).")
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """``(x - mean) / std`` for ``x`` of shape (B, C, H, W) in [0, 1]."""
         return (x - self.mean) / self.std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [0, 1] -> (B, K+R)
+        self._check_input(x)
         if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size:
             x = torch.nn.functional.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False)
         return self.model(self.normalize(x))

@@ -360,6 +360,12 @@ def _detector_float64(tmp):
     MSP(_kway()).score(_x(2, 3, 32, 32, dtype=torch.float64))
 
 
+def _detector_bhwc():
+    from atom_plugin.detectors import Energy
+
+    Energy(_kway()).score(_x(2, 32, 32, 3))
+
+
 def _attack_one_channel(tmp):
     from atom_plugin.attacks import OODPGD
 
@@ -496,9 +502,11 @@ CASES = [
     Case("data-missing-cifar", _missing_cifar, FileNotFoundError, "never downloads"),
     Case("dist-timeout-env", _bad_timeout_env, ValueError, "ATOM_PLUGIN_DIST_TIMEOUT"),
     Case("dist-timeout-negative", _negative_timeout, ValueError, "timeout_s"),
-    Case("detector-1ch", _detector_one_channel, ValueError, "channels", owner=EVAL),
-    Case("detector-float64", _detector_float64, TypeError, "float", owner=EVAL),
-    Case("attack-1ch", _attack_one_channel, ValueError, "channels", owner=EVAL),
+    Case("detector-1ch", _detector_one_channel, ValueError, "3-channel images"),
+    Case("detector-BHWC", lambda tmp: _detector_bhwc(), ValueError, r"permute\(0, 3, 1, 2\)"),
+    Case("detector-float64", _detector_float64, TypeError, r"x\.float\(\)"),
+    Case("attack-1ch", _attack_one_channel, ValueError, "3-channel images"),
+    Case("model-forward-1ch", lambda tmp: _kway()(_x(2, 1, 32, 32)), ValueError, r"x\.expand\(-1, 3, -1, -1\)"),
     Case("evaluate-label-50", _evaluate_labels_out_of_range, ValueError, "label", owner=EVAL),
     Case("evaluate-raw-tensor", _evaluate_raw_tensor, TypeError, "TensorDataset", owner=EVAL),
     Case("evaluate-cuda-without-cuda", _evaluate_cuda_without_cuda, ValueError, "CUDA", owner=EVAL),

@@ -148,8 +148,8 @@ def test_feature_tap_smallcnn_gradients_and_no_leftover_hooks(tiny_kway, x):
 
 def test_feature_tap_removes_hooks_when_forward_fails(tiny_kway):
     tap = FeatureTap(tiny_kway, layers=["model.features.6"])
-    with pytest.raises(RuntimeError):
-        tap(torch.rand(2, 5, 32, 32))  # wrong channel count
+    with pytest.raises(ValueError, match="3-channel images"):
+        tap(torch.rand(2, 5, 32, 32))  # wrong channel count: refused by Normalize (the channel rule)
     assert _hook_count(tiny_kway) == 0
 
 
