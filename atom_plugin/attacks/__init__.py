@@ -15,3 +15,7 @@ from .diagnostics import masking_diagnostics
 from .corruption import CorruptionAttack, CorruptionResult
 from .compositional import CompositionalAttack
 from .ood_multi import OODMultiAttack
+
+from . import interop as _interop  # noqa: E402
+
+_interop.install()
