@@ -77,6 +77,29 @@ def _detectors(model, fit_loader, k: int):
                                                             model, fit_loader))
 
 
+def _attack_row(row: dict, det, atk, label: str, si: torch.Tensor, x_ood: torch.Tensor) -> None:
+    """Attack ``x_ood`` (batches of 100) and add the attacked FPR / AUROC to ``row``."""
+    from atom_plugin.metrics import auroc, fpr_at_tpr
+
+    row["attack"], row["n_attacked"] = label, int(x_ood.shape[0])
+    t = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adv = torch.cat([atk(x_ood[s: s + 100]) for s in range(0, x_ood.shape[0], 100)])
+    row["attack_s"] = time.perf_counter() - t
+    assert float((adv - x_ood).abs().max()) <= 8 / 255 + 1e-6
+    sa = _scores(det, adv)
+    row["fpr_adv"], row["auroc_adv"] = fpr_at_tpr(si.numpy(), sa.numpy()), auroc(si.numpy(), sa.numpy())
+
+
+def _record(row: dict, rows: list, args, payload: dict, machine: dict) -> None:
+    rows.append(row)
+    _common.write_json(args.out, {**payload, "rows": rows, "complete": False}, machine)  # partial results
+    print(f"{row['detector']:18s} {row['mode']:9s} FPR {row['fpr']:.3f} -> {row.get('fpr_adv', float('nan')):.3f}  "
+          f"AUROC {row['auroc']:.3f} -> {row.get('auroc_adv', float('nan')):.3f}  {row['attack']}  "
+          f"fit {row['fit_s']:.1f}s score {row['score_s']:.1f}s attack {row.get('attack_s', 0):.1f}s", flush=True)
+
+
 def main() -> None:
     p = _common.parser(__doc__.split("\n\n")[0], "detectors.json")
     p.add_argument("--quick", action="store_true", help="small model, 1 epoch, 64+64 images, few steps")
@@ -87,6 +110,10 @@ def main() -> None:
     p.add_argument("--pgd-steps", type=int, default=10)
     p.add_argument("--square-queries", type=int, default=100)
     p.add_argument("--only", nargs="*", default=None, help="detector names to run (default: all)")
+    p.add_argument("--blackbox-ood", type=int, default=None,
+                   help="attack only the first N OOD images with the black-box attack (CPU budget; default all)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the rows already in --out (same settings) and run only the missing detectors")
     p.add_argument("--model-cache", default=None,
                    help="state_dict file: load the trained model from it if it exists, else train and save it")
     args = p.parse_args()
@@ -128,9 +155,15 @@ def main() -> None:
     payload = {"settings": vars(args), "model": {"width": args.width, "epochs": args.epochs, "train_s": train_s,
                                                   "id_accuracy": acc},
                "n_id": int(x_id.shape[0]), "n_ood": int(x_ood.shape[0]), "square_available": square_available}
-    rows = []
+    rows, done = [], set()
+    if args.resume and Path(args.out).exists():
+        import json
+
+        rows = [r for r in json.loads(Path(args.out).read_text())["rows"]]
+        done = {(r["family"], r["detector"]) for r in rows}
+    deferred = []  # black-box detectors run after every white-box one (their attacks cost the most)
     for name, family, build in _detectors(model, fit_loader, bench.num_classes):
-        if args.only and name not in args.only:
+        if (args.only and name not in args.only) or (family, name) in done:
             continue
         row = {"detector": name, "family": family}
         t = time.perf_counter()
@@ -152,30 +185,25 @@ def main() -> None:
         row["score_s"] = time.perf_counter() - t
         row["fpr"], row["auroc"] = fpr_at_tpr(si.numpy(), so.numpy()), auroc(si.numpy(), so.numpy())
         if white:
-            atk = OODPGD(det, eps=8 / 255, alpha=2 / 255, steps=args.pgd_steps, seed=args.seed)
-            row["attack"] = f"OODPGD-{args.pgd_steps}"
-        elif square_available:
+            _attack_row(row, det, OODPGD(det, eps=8 / 255, alpha=2 / 255, steps=args.pgd_steps, seed=args.seed),
+                        f"OODPGD-{args.pgd_steps}", si, x_ood)
+            _record(row, rows, args, payload, machine)
+        else:
+            deferred.append((row, det, si, so))
+    for row, det, si, so in deferred:
+        if square_available:
             from atom_plugin.attacks import OODSquare
 
+            n = x_ood.shape[0] if args.blackbox_ood is None else min(args.blackbox_ood, x_ood.shape[0])
+            sub = torch.linspace(0, x_ood.shape[0] - 1, n).round().long()  # every OOD set equally
+            if n < x_ood.shape[0]:  # natural metrics on the attacked subset too, for a like-for-like change
+                row["fpr_subset"] = fpr_at_tpr(si.numpy(), so[sub].numpy())
+                row["auroc_subset"] = auroc(si.numpy(), so[sub].numpy())
             atk = OODSquare(det, eps=8 / 255, n_queries=args.square_queries, seed=args.seed)
-            row["attack"] = f"OODSquare-{args.square_queries}"
+            _attack_row(row, det, atk, f"OODSquare-{args.square_queries}", si, x_ood[sub.to(x_ood.device)])
         else:
-            atk = None
             row["attack"] = "none (no black-box attack registered)"
-        if atk is not None:
-            t = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                adv = torch.cat([atk(x_ood[s: s + 100]) for s in range(0, x_ood.shape[0], 100)])
-            row["attack_s"] = time.perf_counter() - t
-            sa = _scores(det, adv)
-            row["fpr_adv"], row["auroc_adv"] = fpr_at_tpr(si.numpy(), sa.numpy()), auroc(si.numpy(), sa.numpy())
-            assert float((adv - x_ood).abs().max()) <= 8 / 255 + 1e-6
-        rows.append(row)
-        _common.write_json(args.out, {**payload, "rows": rows, "complete": False}, machine)  # partial results
-        print(f"{name:18s} {row['mode']:9s} FPR {row['fpr']:.3f} -> {row.get('fpr_adv', float('nan')):.3f}  "
-              f"AUROC {row['auroc']:.3f} -> {row.get('auroc_adv', float('nan')):.3f}  {row['attack']}  "
-              f"fit {row['fit_s']:.1f}s score {row['score_s']:.1f}s attack {row.get('attack_s', 0):.1f}s", flush=True)
+        _record(row, rows, args, payload, machine)
 
     cols = ["detector", "family", "mode", "fpr", "fpr_adv", "auroc", "auroc_adv", "attack", "fit_s", "score_s",
             "attack_s"]
