@@ -14,7 +14,7 @@ from .registry import register_detector
 __all__ = ["RejectClass", "RejectSum"]
 
 
-@register_detector("reject", head="k+1")
+@register_detector("reject", head="k+1", help="K+1 model: softmax of the reject class (ATOM, NTOM, ROWL)")
 class RejectClass(Detector):
     """K+1 model: ``score(x) = softmax(z)[:, K]`` (the reject class, zero-based index K;
     the paper's ``F(x)_{K+1}``), ``attack_loss(x) = reject_nll(z, K) = -log softmax(z)[:, K]``
@@ -45,7 +45,7 @@ class RejectClass(Detector):
         return reject_nll(self.model(x), self.num_classes)
 
 
-@register_detector("sofl", head="k+r")
+@register_detector("sofl", head="k+r", help="K+R model: summed reject-class softmax (SOFL)")
 class RejectSum(Detector):
     """K+R model (SOFL): ``score(x) = sum_{i>=K} softmax(z)_i`` (total reject probability),
     ``attack_loss(x) = reject_sum_nll(z, K)`` (paper eq. 117).
