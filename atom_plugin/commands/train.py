@@ -217,7 +217,9 @@ def run(args) -> int:
     # the channel/dtype rule, before any work: the data's images must fit the model
     check_images(torch.as_tensor(train_set[0][0]).unsqueeze(0), f"--data {args.data!r} images", model=model)
     check_images(torch.as_tensor(aux_set[0][0]).unsqueeze(0), f"--aux {args.aux!r} images", model=model)
-    device = torch.device(args.device) if args.device else dist_utils.default_device()
+    from .common import resolve_device
+
+    device = resolve_device(args.device)
     # everything is checked: only now may --overwrite delete the old run's files
     prepare_out_dir(args.out, resume=args.resume, overwrite=overwrite, main=dist_utils.is_main_process())
     trainer = Trainer(model, train_set, aux_set, cfg, num_classes=k, out_dir=args.out, device=device,
