@@ -127,7 +127,7 @@ class OODSquare(OODAttack):
     def _draws(self, x: torch.Tensor, n_iters: int):
         """Per image: stripe signs ``(B, C, 1, W)``, window positions ``(B, n_iters, 2)`` in
         [0, 1) and channel signs ``(B, n_iters, C)``, from one generator per image."""
-        B, C, H, W = x.shape
+        B, C, _, W = x.shape
         u = self._image_uniform(x, list(range(B)), 0, shape=(C * W + n_iters * (2 + C),))
         stripes = torch.where(u[:, : C * W] < 0.5, -1.0, 1.0).to(x.dtype).view(B, C, 1, W)
         rest = u[:, C * W:].view(B, n_iters, 2 + C)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn as nn
 
 from atom_plugin.attacks import CompositionalAttack, CorruptionAttack, OODPGD, OODSquare, attack_info
 from atom_plugin._utils import eval_mode
@@ -119,7 +118,7 @@ def test_early_exit_and_query_budget(trained_small):
 
 
 def test_black_box_detector_and_compositional(trained_small):
-    det, thr = trained_small["reject"], trained_small["thr_reject"]
+    det = trained_small["reject"]
     x = trained_small["x_ood"][:8]
     bb = ScoreDetector(lambda z: det._score(z).detach())  # no gradient at all
     with pytest.raises(ValueError, match="differentiable"):
