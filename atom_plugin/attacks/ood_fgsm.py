@@ -12,7 +12,7 @@ from .registry import register_attack
 __all__ = ["OODFGSM"]
 
 
-@register_attack("fgsm", threat="linf", gradient=True)
+@register_attack("fgsm", threat="linf", gradient=True, help="one signed-gradient step of size eps (Goodfellow et al. 2015)")
 class OODFGSM(OODAttack):
     r"""Fast gradient sign method on a detector's attack objective (Goodfellow et al. 2015):
     ``x' = clip_[0,1](x + eps * sign(grad_x (sign * attack_loss)(x)))``.

@@ -13,7 +13,8 @@ from .steps import linf_sign_step
 __all__ = ["OODPGD"]
 
 
-@register_attack("pgd", threat="linf", gradient=True)
+@register_attack("pgd", threat="linf", gradient=True,
+                 help="L-inf PGD, random start, restarts, best point kept (Madry et al. 2018; the paper's attack)")
 class OODPGD(OODAttack):
     r"""Projected gradient ascent in the L-inf ball on a detector's attack objective
     (ATOM paper, Appendix B.4; Madry et al. 2018).

@@ -29,7 +29,8 @@ def square_p_schedule(p_init: float, it: int, n_iters: int) -> float:
     return p_init
 
 
-@register_attack("square", threat="linf", gradient=False)
+@register_attack("square", threat="linf", gradient=False,
+                 help="score-only L-inf Square Attack, random search on the detector score (Andriushchenko et al. 2020)")
 class OODSquare(OODAttack):
     r"""Square Attack, L-inf, on a detector: random search that only **queries scores**
     (``detector._score`` / ``_attack_loss`` under ``torch.no_grad``), so it attacks
