@@ -205,6 +205,44 @@ DETERMINISTIC = ("defocus_blur", "zoom_blur", "gaussian_blur", "contrast", "brig
 REPLAYED = ("motion_blur", "snow", "frost", "fog", "elastic_transform", "glass_blur", "spatter", "shot_noise")
 
 
+def spatter_draws(n: int = 200):
+    """Water spatter (severities 1-3) at 32 and 224 px over ``n`` draws, the reference's
+    random draws replayed: per draw the mean change of each backend (exact 8-bit sums),
+    the paired z of their difference and the largest pixel difference.  Draws where the
+    reference is degenerate (NaN: empty liquid layer) are skipped and counted."""
+    from atom_plugin.corruptions.draws import NumpyDraws
+    from atom_plugin.corruptions.torch_backend import corrupt_torch
+
+    spatter = []
+    for size in (32, 224):
+        x = photos(4, size, seed=7)
+        for s in (1, 2, 3):
+            dt, dr, mx, skipped = [], [], 0.0, 0
+            for k in range(n):
+                xi = x[k % 4:k % 4 + 1]
+                np.random.seed(k)
+                ref, degenerate = _reference(_u8(xi), "spatter", s)
+                if degenerate:
+                    skipped += 1
+                    continue
+                np.random.seed(k)
+                out = corrupt_torch(xi, "spatter", s, draws=NumpyDraws(), table=TABLE)
+                # mean change in exact 8-bit integers (float means differ by 1e-17 noise)
+                a = np.floor(out[0].permute(1, 2, 0).double().numpy() * 255 + 1e-6).astype(np.int64)
+                r8 = np.round(ref * 255).astype(np.int64)
+                base = _u8(xi).astype(np.int64)
+                dt.append(int((a - base).sum()) / base.size / 255)
+                dr.append(int((r8 - base).sum()) / base.size / 255)
+                mx = max(mx, float(np.abs(a - r8).max()))
+            diff = np.array(dt) - np.array(dr)
+            se = diff.std(ddof=1) / np.sqrt(len(diff))
+            z = 0.0 if se == 0 else float(diff.mean() / se)  # paired: 0 when every draw agrees
+            spatter.append({"size": size, "severity": s, "draws": n, "degenerate_reference_skipped": skipped,
+                            "mean_change_torch": float(np.mean(dt)),
+                            "mean_change_reference": float(np.mean(dr)), "paired_z": z, "max_abs_255": mx})
+    return spatter
+
+
 def accuracy_tables(sizes=(32, 100, 224), n_images: int = 3):
     """Torch backend (imagenet table) vs the reference, per corruption, severity and size,
     per image: the worst of ``n_images`` photo crops.  Deterministic corruptions directly,
@@ -248,32 +286,7 @@ def accuracy_tables(sizes=(32, 100, 224), n_images: int = 3):
                 pixel.append({"size": size, "corruption": name, "severity": s, "comparison": kind,
                               "worst_image_mean_abs_255": max(maes), "max_abs_255": max(maxs),
                               "worst_image_equal_fraction": min(eqs), "degenerate_reference_skipped": skipped})
-    spatter = []
-    for size in (32, 224):
-        x = photos(4, size, seed=7)
-        for s in (1, 2, 3):
-            dt, dr, mx, skipped = [], [], 0.0, 0
-            for k in range(200):
-                xi = x[k % 4:k % 4 + 1]
-                np.random.seed(k)
-                ref, degenerate = _reference(_u8(xi), "spatter", s)
-                if degenerate:
-                    skipped += 1
-                    continue
-                np.random.seed(k)
-                out = corrupt_torch(xi, "spatter", s, draws=NumpyDraws(), table=TABLE)
-                a = np.floor(out[0].permute(1, 2, 0).double().numpy() * 255 + 1e-6) / 255
-                base = xi[0].permute(1, 2, 0).double().numpy()
-                dt.append(float((a - base).mean()))
-                dr.append(float((ref - base).mean()))
-                mx = max(mx, float(np.abs(a - ref).max() * 255))
-            diff = np.array(dt) - np.array(dr)
-            se = diff.std(ddof=1) / np.sqrt(len(diff))
-            z = 0.0 if se == 0 else float(diff.mean() / se)
-            spatter.append({"size": size, "severity": s, "draws": 200, "degenerate_reference_skipped": skipped,
-                            "mean_change_torch": float(np.mean(dt)),
-                            "mean_change_reference": float(np.mean(dr)), "paired_z": z, "max_abs_255": mx})
-    return pixel, spatter
+    return pixel, spatter_draws()
 
 
 def main(argv=None) -> int:
