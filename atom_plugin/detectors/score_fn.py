@@ -71,7 +71,13 @@ class ScoreDetector(Detector):
         return out
 
     def _score(self, x: torch.Tensor) -> torch.Tensor:
-        s = self._check_out(self.score_fn(x), x, "score_fn")
+        if self.needs_input_grad and not torch.is_grad_enabled():
+            # the score differentiates w.r.t. its input (ODIN-style preprocessing): give it
+            # autograd even when called under no_grad / inference_mode (e.g. by a black-box attack)
+            with torch.inference_mode(False), torch.enable_grad():
+                s = self._check_out(self.score_fn(x.clone()), x, "score_fn").detach()
+        else:
+            s = self._check_out(self.score_fn(x), x, "score_fn")
         return s if self.higher_is_ood else -s
 
     def _attack_loss(self, x: torch.Tensor) -> torch.Tensor:
