@@ -276,6 +276,10 @@ class _Run:
         }
         if any(t in cfg.tasks for t in ("linf", "compositional")) or cfg.attack_id:
             config["linf_attack_used"] = linf_attack_name(self.det, cfg)
+        if config.get("linf_attack_used") == "auto" and not cfg.early_stop:
+            config.setdefault("notes", []).append(
+                "OOD AutoAttack attacks only images not yet accepted at the threshold: FPR is worst-case, "
+                "AUROC/AUPR under it are not")
         if cfg.early_stop:
             config["early_stop"] = True
             config.setdefault("notes", []).append(

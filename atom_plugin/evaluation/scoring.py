@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-__all__ = ["batch_seed", "seeded", "run_attack", "attack_scores", "Scorer", "to_uint8"]
+__all__ = ["batch_seed", "seeded", "reseed", "run_attack", "attack_scores", "Scorer", "to_uint8"]
 
 
 def batch_seed(seed: int, *parts: Any) -> int:
@@ -41,10 +41,28 @@ def seeded(s: int, device: torch.device):
             random.setstate(py_state)
 
 
+def reseed(atk: Any, seed: int) -> None:
+    """Give ``atk`` (and the attacks inside it: a compositional attack's L∞ attack, an
+    ensemble's components) the seed ``seed``, where they were built with one.  Attacks with
+    a seed draw per image (``attacks.base.image_seed``), so an image's random starts do not
+    depend on the rest of the batch or on early stopping; attacks built with ``seed=None``
+    keep drawing from the global RNG that :func:`seeded` sets."""
+    from ..attacks import OODAttack
+
+    if isinstance(atk, OODAttack) and atk.seed is not None:
+        atk.seed = int(seed)
+    subs = [getattr(atk, "linf_attack", None)] + list((getattr(atk, "components", None) or {}).values())
+    for sub in subs:
+        if sub is not None and sub is not atk:
+            reseed(sub, seed)
+
+
 def run_attack(atk: Callable | None, x: torch.Tensor, seed: int, **kwargs: Any) -> torch.Tensor:
-    """``atk(x, **kwargs)`` under :func:`seeded` (``x`` itself when ``atk`` is ``None``), detached."""
+    """``atk(x, **kwargs)`` under :func:`seeded` (``x`` itself when ``atk`` is ``None``), detached;
+    a seeded attack is first re-seeded with ``seed`` (:func:`reseed`)."""
     if atk is None:
         return x
+    reseed(atk, seed)
     with seeded(seed, x.device):
         adv = atk(x, **kwargs)
     if not isinstance(adv, torch.Tensor) or adv.shape != x.shape:

@@ -74,17 +74,17 @@ def _accepted(cls: type) -> set:
 
 def _linf(detector: Any, config: EvalConfig, threshold: float | None, target: str = "ood"):
     """The configured L∞ attack; settings the attack class does not take are not passed
-    (e.g. ``alpha`` for Square).  Built with ``seed=None``: evaluate seeds the global RNG
-    per (set, task, batch)."""
+    (e.g. ``alpha`` for Square)."""
     from ..attacks import ATTACKS
 
     cls = ATTACKS.get(linf_attack_name(detector, config)).builder
     ok = _accepted(cls)
+    # seeded attacks draw per image; evaluate re-seeds them per (set, task, batch) (scoring.reseed)
     if "version" in ok:  # a parameter-free ensemble (OOD AutoAttack): only its version sets the budget
-        kw = dict(eps=config.eps, version=config.attack_version, seed=None, target=target)
+        kw = dict(eps=config.eps, version=config.attack_version, seed=config.seed, target=target)
     else:
         kw = dict(eps=config.eps, alpha=config.alpha, steps=config.steps, restarts=config.restarts,
-                  random_start=True, seed=None, target=target, n_queries=config.queries)
+                  random_start=True, seed=config.seed, target=target, n_queries=config.queries)
     if config.early_stop and target == "ood":
         kw.update(threshold=threshold, early_stop=True)
     elif "threshold" in ok and target == "ood":
