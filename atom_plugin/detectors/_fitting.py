@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from .._utils import eval_mode, module_device, progress, split_batch
-from .._validation import check_images, check_int
+from .._validation import check_dataset, check_images, check_int
 from ..features import PenultimateTap
 from .base import Detector
 
@@ -33,6 +33,7 @@ def iter_fit_batches(loader: Iterable, device: torch.device, *, name: str = "loa
     Raises ``ValueError`` if the loader yields no usable image."""
     if max_samples is not None:
         check_int(max_samples, "max_samples", low=1)
+    check_dataset(loader, name)
     shape, n = None, 0
     for i, batch in enumerate(progress(loader, show_progress, desc)):
         x, y = split_batch(batch, name)

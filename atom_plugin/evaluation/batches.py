@@ -9,21 +9,13 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler, Subset
 
 from .. import distributed as D
 from .._utils import split_batch
+from .._validation import check_dataset
 
-__all__ = ["owned_batches", "num_batches", "check_dataset"]
+__all__ = ["owned_batches", "num_batches"]
 
 
 def _is_map_dataset(ds: Any) -> bool:
     return isinstance(ds, Dataset) and hasattr(ds, "__len__") and hasattr(ds, "__getitem__")
-
-
-def check_dataset(data: Any, name: str) -> None:
-    """Refuse what is not a Dataset / DataLoader / iterable of batches, with the fix."""
-    if isinstance(data, torch.Tensor):
-        raise TypeError(f"`{name}` is a tensor; pass a Dataset or DataLoader, e.g. "
-                        "torch.utils.data.TensorDataset(images, labels) (images (N, C, H, W) in [0, 1]).")
-    if not (isinstance(data, (DataLoader, Dataset)) or hasattr(data, "__iter__")):
-        raise TypeError(f"`{name}` must be a Dataset or a DataLoader, got {type(data).__name__}.")
 
 
 def owned_batches(data: Any, name: str, batch_size: int, max_examples: int | None,

@@ -16,10 +16,10 @@ import torch.nn as nn
 
 from .. import distributed as D
 from .._utils import eval_mode, module_device, progress
-from .._validation import check_images
+from .._validation import check_dataset, check_images
 from ..metrics import ood_metrics, threshold_at_tpr
 from ..report import Report
-from .batches import check_dataset, num_batches, owned_batches
+from .batches import num_batches, owned_batches
 from .config import EvalConfig
 from .scoring import Scorer, attack_scores, batch_seed, run_attack, to_uint8
 from .tasks import build_attack, linf_attack_name
