@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from .models import _unwrap, find_classifier
+from .models import unwrap_model, find_classifier
 
 __all__ = ["FeatureTap", "PenultimateTap", "default_feature_layers"]
 
@@ -29,7 +29,7 @@ def default_feature_layers(model: nn.Module) -> list[str]:
     the outputs of its pooling layers and the last layer; otherwise the direct children
     except the last (classifier).  Raises ``ValueError`` if nothing fits.
     """
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     prefix = ""
     for name, mod in model.named_modules():
         if mod is inner:

@@ -45,7 +45,7 @@ class Normalize(nn.Module):
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be an nn.Module, got {type(model).__name__}.")
         inner_norm = next((n for n, m in model.named_modules() if isinstance(m, Normalize)), None)
-        if inner_norm is not None or getattr(_unwrap(model), "ood_normalizes_inputs", False):
+        if inner_norm is not None or getattr(unwrap_model(model), "ood_normalizes_inputs", False):
             where = "" if inner_norm is None else " (it is an atom_plugin.models.Normalize)" if inner_norm == "" \
                 else f" (it contains an atom_plugin.models.Normalize at {inner_norm!r})"
             raise ValueError(
@@ -135,7 +135,7 @@ class SmallCNN(nn.Module):
         return self.fc(torch.flatten(self.features(x), 1))
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap_model(model: nn.Module) -> nn.Module:
     """The innermost model under :class:`Normalize` and DDP-style ``.module`` wrappers."""
     while True:
         if isinstance(model, Normalize):
@@ -154,7 +154,7 @@ def find_classifier(model: nn.Module) -> tuple[nn.Module, str, nn.Linear]:
     ``nn.Linear`` registered in the module tree (timm's ``get_classifier()`` is
     preferred when it returns an ``nn.Linear``).
     """
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     candidates = [(n, m) for n, m in inner.named_modules() if isinstance(m, nn.Linear)]
     if hasattr(inner, "get_classifier"):
         head = inner.get_classifier()
@@ -232,7 +232,7 @@ def with_reject_head(model: nn.Module, num_classes: int, num_reject: int = 1, *,
     if not isinstance(replace_head, bool):
         raise TypeError(f"`replace_head` must be True or False, got {replace_head!r}.")
     total = num_classes + num_reject
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     heads = _classifiers(inner)
     if heads is None:
         # timm model without a Linear head (headless, or a non-Linear head): let timm build one.
@@ -261,7 +261,7 @@ def with_reject_head(model: nn.Module, num_classes: int, num_reject: int = 1, *,
                     else:
                         new.bias[:num_classes].zero_()
             setattr(parent, attr, new)
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     if hasattr(inner, "num_classes"):
         inner.num_classes = total  # timm keeps this in sync with the head
     model.ood_num_classes = num_classes
@@ -285,10 +285,10 @@ def head_spec(model: nn.Module, num_classes: int | None = None) -> tuple[int, in
         return num_classes, (total - num_classes) if total is not None else 0
     k = getattr(model, "ood_num_classes", None)
     if k is None:
-        k = getattr(_unwrap(model), "ood_num_classes", None)
+        k = getattr(unwrap_model(model), "ood_num_classes", None)
     if k is None:
         if total is None:
             raise ValueError("Cannot tell the number of classes of `model`; pass `num_classes`.")
         return total, 0
-    r = getattr(model, "ood_num_reject", getattr(_unwrap(model), "ood_num_reject", 0))
+    r = getattr(model, "ood_num_reject", getattr(unwrap_model(model), "ood_num_reject", 0))
     return int(k), int(r)

@@ -91,7 +91,7 @@ def _score_from_loss(detector: Detector) -> Callable | None:
     return None
 
 
-class _BestOf:
+class BestOf:
     """Per-image best point of a call: the highest signed objective, or with a threshold the
     key ``(success, objective)``; updates on the full batch or on the rows ``idx``."""
 
@@ -501,8 +501,8 @@ class OODAttack(_TAAttack):
         self._last_clean_objective = (clean_f * self.sign).detach()
         return best_x.detach()
 
-    def _finish_best(self, x: torch.Tensor, best: _BestOf, clean_f: torch.Tensor) -> torch.Tensor:
-        """:meth:`_finish` for a :class:`_BestOf`; records ``last_success`` and ``last_cost``."""
+    def _finish_best(self, x: torch.Tensor, best: BestOf, clean_f: torch.Tensor) -> torch.Tensor:
+        """:meth:`_finish` for a :class:`BestOf`; records ``last_success`` and ``last_cost``."""
         out = self._finish(x, best.x, best.f, clean_f)
         if self.threshold is not None:
             if self.round_to_255 and self.eps is not None:  # rounding may change the decision

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from .._validation import check_float
-from .base import OODAttack, _BestOf
+from .base import OODAttack, BestOf
 from .registry import register_attack
 
 __all__ = ["OODAPGD", "apgd_checkpoints"]
@@ -85,7 +85,7 @@ class OODAPGD(OODAttack):
         self.rho = check_float(rho, "rho", low=0.0, high=1.0)
         self.momentum = check_float(momentum, "momentum", low=0.0, high=1.0, low_open=True)
 
-    def _run(self, x: torch.Tensor, x0: torch.Tensor, f0: torch.Tensor, g0: torch.Tensor, best: _BestOf,
+    def _run(self, x: torch.Tensor, x0: torch.Tensor, f0: torch.Tensor, g0: torch.Tensor, best: BestOf,
              active: list, idx: torch.Tensor | None):
         """One APGD run from ``x0`` (signed objective ``f0`` and gradient ``g0`` given) on the
         images ``x`` (rows = ``active`` images, ``idx`` their indices or ``None`` for the whole
@@ -151,7 +151,7 @@ class OODAPGD(OODAttack):
         self._cost["forwards"] += B
         self._cost["backwards"] += 0 if self.random_start else B
         clean_s = self._success(x, clean_f)
-        best = _BestOf(clean_f, x, clean_s)
+        best = BestOf(clean_f, x, clean_s)
         active, idx, xa, ga, fa = list(range(B)), None, x, clean_g, clean_f
         if self.early_stop:
             idx = torch.arange(B, device=x.device)

@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from .base import OODAttack, _BestOf
+from .base import OODAttack, BestOf
 from .registry import register_attack
 
 __all__ = ["OODFGSM"]
@@ -71,7 +71,7 @@ class OODFGSM(OODAttack):
             self._last_success = succ
             self._store_cost()
             return x_adv.detach()
-        best = _BestOf(clean_f, x, clean_s)
+        best = BestOf(clean_f, x, clean_s)
         if self.early_stop:  # the step only for images the detector still rejects
             active, idx, xa, ga = self._compact(list(range(B)), torch.arange(B, device=x.device), ~clean_s, x, g)
         else:

@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from .base import OODAttack, _BestOf
+from .base import OODAttack, BestOf
 from .registry import register_attack
 from .steps import linf_sign_step
 
@@ -98,7 +98,7 @@ class OODPGD(OODAttack):
         self._cost["forwards"] += B
         self._cost["backwards"] += B
         clean_s = self._success(x, clean_f)
-        best = _BestOf(clean_f, x, clean_s)
+        best = BestOf(clean_f, x, clean_s)
         active, idx = list(range(B)), None  # idx None: the whole batch is active (no indexing)
         xa, ga = x, clean_g
         if self.early_stop:

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from .._validation import check_choice, check_float, check_int
-from .base import OODAttack, _BestOf
+from .base import OODAttack, BestOf
 from .registry import register_attack
 
 __all__ = ["OODSquare", "square_p_schedule"]
@@ -143,7 +143,7 @@ class OODSquare(OODAttack):
         eps = self.eps
         n_iters = self.n_queries - 1
         clean_f, clean_s = self._query(x)
-        best = _BestOf(clean_f, x, clean_s)
+        best = BestOf(clean_f, x, clean_s)
         queries = torch.zeros(B, dtype=torch.long, device=x.device)
         stripes, pos, colors = self._draws(x, n_iters)
         # stripes initialization: the first query

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .._validation import check_choice, check_int
-from .tensor import OOD_LABEL, _as_index
+from .tensor import OOD_LABEL, as_index
 
 __all__ = ["ImageFolderDataset", "IMAGE_EXTENSIONS", "list_images"]
 
@@ -97,7 +97,7 @@ class ImageFolderDataset(Dataset):
 
     def get_batch(self, indices) -> torch.Tensor:
         """Float images ``(len(indices), 3, S, S)`` in ``[0, 1]`` (no ``transform``)."""
-        idx = _as_index(indices, len(self))
+        idx = as_index(indices, len(self))
         if idx.size == 0:
             return torch.zeros(0, 3, self.image_size, self.image_size)
         return torch.stack([self._load(int(i)) for i in idx])

@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .._validation import check_choice, check_int
-from .tensor import OOD_LABEL, Indices, _as_index, _pickle_array, _unpickle_array
+from .tensor import OOD_LABEL, Indices, as_index, pickle_array, unpickle_array
 
 __all__ = ["ImageNetRCDataset", "load_imagenet_rc", "npz_member"]
 
@@ -143,22 +143,22 @@ class ImageNetRCDataset(Dataset):
         return torch.from_numpy(crops).float().div_(255.0)
 
     def __getitem__(self, i: int):
-        x = self._crop(self._rows(_as_index([i], len(self))))[0]
+        x = self._crop(self._rows(as_index([i], len(self))))[0]
         if self.transform is not None:
             x = self.transform(x)
         return x, OOD_LABEL
 
     def get_batch(self, indices: Indices) -> torch.Tensor:
         """Fresh random crops ``(len(indices), 3, image_size, image_size)`` in ``[0, 1]``."""
-        return self._crop(self._rows(_as_index(indices, len(self))))
+        return self._crop(self._rows(as_index(indices, len(self))))
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["arrays"] = [_pickle_array(a) for a in self.arrays]
+        state["arrays"] = [pickle_array(a) for a in self.arrays]
         return state
 
     def __setstate__(self, state: dict) -> None:
-        state["arrays"] = [_unpickle_array(a) for a in state["arrays"]]
+        state["arrays"] = [unpickle_array(a) for a in state["arrays"]]
         self.__dict__.update(state)
 
     def __repr__(self) -> str:

@@ -22,7 +22,7 @@ OOD_LABEL = -1
 Indices = Union[Sequence[int], np.ndarray, torch.Tensor, slice]
 
 
-def _as_index(indices: Indices, n: int, name: str = "indices") -> np.ndarray:
+def as_index(indices: Indices, n: int, name: str = "indices") -> np.ndarray:
     if isinstance(indices, slice):
         return np.arange(n)[indices]
     if isinstance(indices, torch.Tensor):
@@ -35,7 +35,7 @@ def _as_index(indices: Indices, n: int, name: str = "indices") -> np.ndarray:
     return idx
 
 
-def _pickle_array(arr: np.ndarray):
+def pickle_array(arr: np.ndarray):
     """A picklable stand-in for a memory-mapped array (file, offset, ...), else the array itself.
 
     Pickling an ``np.memmap`` copies its whole content; DataLoader workers started with
@@ -47,7 +47,7 @@ def _pickle_array(arr: np.ndarray):
     return arr
 
 
-def _unpickle_array(obj) -> np.ndarray:
+def unpickle_array(obj) -> np.ndarray:
     if isinstance(obj, tuple) and obj and obj[0] == "memmap":
         _, filename, offset, shape, dtype, order = obj
         return np.memmap(filename, dtype=np.dtype(dtype), mode="r", offset=offset, shape=shape, order=order)
@@ -103,7 +103,7 @@ class TensorImageDataset(Dataset):
 
     def get_batch(self, indices: Indices) -> torch.Tensor:
         """Float images ``(len(indices), C, H, W)`` in ``[0, 1]`` (no ``transform``)."""
-        idx = torch.as_tensor(_as_index(indices, len(self)), dtype=torch.long)
+        idx = torch.as_tensor(as_index(indices, len(self)), dtype=torch.long)
         return self.images[idx].float().div_(255.0)
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,7 +112,7 @@ class TensorImageDataset(Dataset):
 
     def subset(self, indices: Indices, name: Optional[str] = None) -> "TensorImageDataset":
         """A new dataset holding the selected images (copies; same ``transform``)."""
-        idx = torch.as_tensor(_as_index(indices, len(self)), dtype=torch.long)
+        idx = torch.as_tensor(as_index(indices, len(self)), dtype=torch.long)
         return TensorImageDataset(self.images[idx], self.labels[idx], self.transform,
                                   self.name if name is None else name)
 
@@ -175,7 +175,7 @@ class NumpyImageDataset(Dataset):
 
     def get_batch(self, indices: Indices) -> torch.Tensor:
         """Float images ``(len(indices), C, H, W)`` in ``[0, 1]``; reads only those rows."""
-        idx = _as_index(indices, len(self))
+        idx = as_index(indices, len(self))
         order = np.argsort(idx, kind="stable")  # sorted reads are much faster on a memmap
         rows = np.empty((idx.size,) + self.array.shape[1:], dtype=self.array.dtype)
         rows[order] = self.array[idx[order]]
@@ -183,11 +183,11 @@ class NumpyImageDataset(Dataset):
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["array"] = _pickle_array(self.array)
+        state["array"] = pickle_array(self.array)
         return state
 
     def __setstate__(self, state: dict) -> None:
-        state["array"] = _unpickle_array(state["array"])
+        state["array"] = unpickle_array(state["array"])
         self.__dict__.update(state)
 
     def __repr__(self) -> str:

@@ -63,7 +63,7 @@ def iter_fit_batches(loader: Iterable, device: torch.device, *, name: str = "loa
         raise ValueError(f"`{name}` yielded no in-distribution images (labels >= 0); pass ID training data.")
 
 
-def _size_error(x: torch.Tensor, det) -> None:
+def size_error(x: torch.Tensor, det) -> None:
     raise ValueError(
         f"`x` has images of shape {tuple(x.shape[1:])} but {type(det).__name__} was fitted on "
         f"{det.fit_shape}; resize the images (or refit on data of this size)."
@@ -87,7 +87,7 @@ class PenultimateDetector(Detector):
         """``(logits[:, :K], z)`` with ``z`` ``(B, D)`` the input of the final linear layer
         (images of another size than the fit data are refused: a shape check, no sync)."""
         if self.fit_shape is not None and tuple(x.shape[1:]) != self.fit_shape:
-            _size_error(x, self)
+            size_error(x, self)
         logits, z = self._tap(x)
         return logits[:, : self.num_classes], z
 

@@ -424,9 +424,9 @@ def from_openood(postprocessor: Any, net: nn.Module, fit_loader: Iterable | None
 def _stages(model: nn.Module) -> list[nn.Module]:
     """Stage modules ``[normalize + stage 1, stage 2, ...]`` of a model with a ``features``
     ``nn.Sequential`` (split after each pooling layer but the last), for MultiMahalanobis / Gram."""
-    from ..models import Normalize, _unwrap
+    from ..models import Normalize, unwrap_model
 
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     feats = getattr(inner, "features", None)
     if not isinstance(feats, nn.Sequential):
         raise ValueError("MultiMahalanobis and Gram need the model's stages: a `features` nn.Sequential "

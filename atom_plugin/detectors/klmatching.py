@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from .._utils import eval_mode, module_device
-from ._fitting import _size_error, iter_fit_batches
+from ._fitting import size_error, iter_fit_batches
 from .base import Detector
 from .registry import register_detector
 
@@ -73,5 +73,5 @@ class KLMatching(Detector):
 
     def _score(self, x: torch.Tensor) -> torch.Tensor:
         if self.fit_shape is not None and tuple(x.shape[1:]) != self.fit_shape:
-            _size_error(x, self)
+            size_error(x, self)
         return self._kl(self.model(x)).amin(dim=1)

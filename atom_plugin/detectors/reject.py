@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from .._validation import check_int
-from ..models import _unwrap
+from ..models import unwrap_model
 from ..objectives import reject_nll, reject_sum_nll
 from .base import Detector
 from .registry import register_detector
@@ -63,7 +63,7 @@ class RejectSum(Detector):
         super().__init__(model, num_classes)
         recorded = getattr(model, "ood_num_reject", None)
         if recorded is None:
-            recorded = getattr(_unwrap(model), "ood_num_reject", None)
+            recorded = getattr(unwrap_model(model), "ood_num_reject", None)
         if num_reject is not None:
             check_int(num_reject, "num_reject", low=1)
             if num_reject != self.num_reject:

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from atom_plugin.attacks import OODAPGD, OODFGSM, OODPGD, DetectorDecision, OODAttack, OODMultiAttack
-from atom_plugin.attacks.base import _BestOf
+from atom_plugin.attacks.base import BestOf
 from atom_plugin.attacks.ood_apgd import apgd_checkpoints
 from atom_plugin.detectors import MSP, RejectClass, ScoreDetector
 from atom_plugin.models import Normalize, SmallCNN, with_reject_head
@@ -251,7 +251,7 @@ def _step_loop_functions():
     fns = [OODPGD.forward, OODAPGD._run, OODFGSM.forward, OODAttack._keep_best, OODAttack._value_and_grad,
            OODAttack._value, OODAttack._signed_objective, OODAttack.objective, OODAttack._random_start,
            OODAttack._project, OODAttack._round, OODAttack._eval, OODAttack._success, OODAttack._image_uniform,
-           OODAttack._random_start_images, _BestOf.update, methods.pgd_maximize, ODIN.preprocess, ODIN._tempered,
+           OODAttack._random_start_images, BestOf.update, methods.pgd_maximize, ODIN.preprocess, ODIN._tempered,
            Mahalanobis._layer_scores, Mahalanobis._dists_at, Mahalanobis._min_dist]
     for cls in (MSP, ODIN, Energy, Mahalanobis, RejectClass, RejectSum, ScoreDetector, ObjectiveDetector):
         fns += [cls.__dict__[n] for n in ("_score", "_attack_loss") if n in cls.__dict__]
