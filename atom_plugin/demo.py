@@ -179,7 +179,7 @@ def _train(method: str, title: str, s: DemoSettings, bench, out: Path, seed: int
     if progress:
         print(f"== training {title} ({s.epochs} epochs, SmallCNN width {s.width}) ==", flush=True)
     trainer = Trainer(model, bench.train, bench.aux, _train_config(method, s, seed, progress),
-                      out_dir=out / method / "train", resume=resume)
+                      out_dir=out / method / "train", resume=resume, overwrite=not resume)
     history = trainer.fit()
     if trainer.miner is not None and trainer.miner.history:
         plot_score_histograms(trainer.miner.history, out / method / "mining_histograms.png")

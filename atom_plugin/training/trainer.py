@@ -41,7 +41,7 @@ from .._utils import collective_device, module_device, progress, split_batch
 from .._validation import check_images
 from ..mining import OutlierMiner, channels_last_helps
 from ..models import head_spec
-from .checkpoint import FORMAT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import FORMAT, load_checkpoint, prepare_out_dir, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .methods import make_recipe
 
@@ -72,7 +72,7 @@ def _shard(order: torch.Tensor, rank: int, world: int) -> torch.Tensor:
     return order[rank:total:world]
 
 
-def _check_datasets(train_set: Dataset, aux_set: Dataset) -> None:
+def _check_datasets(train_set: Dataset, aux_set: Dataset, model: nn.Module | None = None) -> None:
     """Map-style, non-empty; the first items are images in [0, 1] (and a label for ID)."""
     for name, ds in (("train_set", train_set), ("aux_set", aux_set)):
         try:
@@ -84,10 +84,10 @@ def _check_datasets(train_set: Dataset, aux_set: Dataset) -> None:
     item = train_set[0]
     if not (isinstance(item, (tuple, list)) and len(item) > 1):
         raise ValueError("`train_set` items must be (image, label) pairs; got a bare image.")
-    check_images(torch.as_tensor(item[0]).unsqueeze(0), "train_set[0] image")
+    check_images(torch.as_tensor(item[0]).unsqueeze(0), "train_set[0] image", model=model)
     item = aux_set[0]
     xa = item[0] if isinstance(item, (tuple, list)) else item
-    check_images(torch.as_tensor(xa).unsqueeze(0), "aux_set[0] image")
+    check_images(torch.as_tensor(xa).unsqueeze(0), "aux_set[0] image", model=model)
 
 
 @contextlib.contextmanager
@@ -140,6 +140,10 @@ class Trainer:
         device: default: the model's device.
         resume: ``True`` to continue from ``<out_dir>/last.pt`` if it exists, a path to
             continue from that checkpoint, ``False`` to start fresh.
+        overwrite: start fresh in an ``out_dir`` that holds a previous run (its files are
+            deleted).  Without ``resume`` or ``overwrite`` such an ``out_dir`` is refused, as is
+            one that is a file, lies under a file or cannot be written
+            (:func:`~atom_plugin.training.checkpoint.prepare_out_dir`), before any work.
         meta: extra plain values stored at the top level of every checkpoint (e.g.
             ``{"arch": "resnet18"}``, read by ``atom-ood eval --checkpoint``).
 
@@ -150,14 +154,14 @@ class Trainer:
     def __init__(self, model: nn.Module, train_set: Dataset, aux_set: Dataset, config: TrainConfig | None = None, *,
                  num_classes: int | None = None, out_dir: str | Path | None = None,
                  device: torch.device | str | None = None, resume: bool | str | Path = False,
-                 meta: dict[str, Any] | None = None) -> None:
+                 overwrite: bool = False, meta: dict[str, Any] | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be an nn.Module, got {type(model).__name__}.")
         config = TrainConfig() if config is None else config
         if not isinstance(config, TrainConfig):
             raise TypeError(f"`config` must be a TrainConfig, got {type(config).__name__}.")
         self.cfg = config.validate()
-        _check_datasets(train_set, aux_set)
+        _check_datasets(train_set, aux_set, model)
         self.k, self.r = head_spec(model, num_classes)
         self.recipe = make_recipe(self.cfg, self.k, self.r)
         self.train_set, self.aux_set = train_set, aux_set
@@ -174,6 +178,8 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        if self.out_dir is not None:  # the out-dir rule, before any work (training.checkpoint)
+            prepare_out_dir(self.out_dir, resume=resume, overwrite=overwrite, main=self.main)
         self.meta = dict(meta or {})
         self._tb = None
         if resume:
@@ -493,7 +499,7 @@ class Trainer:
 
 def train(model: nn.Module, train_set: Dataset, aux_set: Dataset, config: TrainConfig | None = None, *,
           num_classes: int | None = None, out_dir: str | Path | None = None, device=None,
-          resume: bool | str | Path = False, **overrides) -> nn.Module:
+          resume: bool | str | Path = False, overwrite: bool = False, **overrides) -> nn.Module:
     """Train ``model`` in place and return it (in eval mode).
 
     ``overrides`` replace fields of ``config`` (e.g. ``method="oe", epochs=10``).
@@ -504,5 +510,5 @@ def train(model: nn.Module, train_set: Dataset, aux_set: Dataset, config: TrainC
     elif overrides:
         config = config.replace(**overrides)
     Trainer(model, train_set, aux_set, config, num_classes=num_classes, out_dir=out_dir, device=device,
-            resume=resume).fit()
+            resume=resume, overwrite=overwrite).fit()
     return model
