@@ -102,97 +102,112 @@ def masking_diagnostics(
     n_queries = check_int(n_queries, "n_queries", low=1)
     batch_size = check_int(batch_size, "batch_size", low=1)
     detector.check_ready()
-    alpha = max(eps / 4, 1 / 255)
-    n = x_ood.shape[0]
-    cost = {"forwards": 0, "backwards": 0}
-    differentiable = bool(getattr(detector, "differentiable", True))
-
-    def run(atk, x):
-        outs = []
-        for i in range(0, n, batch_size):
-            outs.append(atk(x[i:i + batch_size]))
-            c = atk.last_cost or {}
-            cost["forwards"] += c.get("forwards", 0)
-            cost["backwards"] += c.get("backwards", 0)
-        return torch.cat(outs)
-
-    def scores_objective(x):
-        with torch.no_grad(), eval_mode(detector):
-            s = torch.cat([detector._score(x[i:i + batch_size]) for i in range(0, n, batch_size)])
-            f = torch.cat([detector._attack_loss(x[i:i + batch_size]) for i in range(0, n, batch_size)])
-        cost["forwards"] += 2 * n
-        return s, f
-
-    s0, f0 = scores_objective(x_ood)
-    fpr = lambda s: (s <= threshold).float().mean().item()  # noqa: E731
-    out: dict[str, Any] = {"n_images": n, "eps": eps, "threshold": threshold, "fpr_clean": fpr(s0),
-                           "differentiable": differentiable}
-
+    r = _Runner(detector, x_ood.shape[0], batch_size)
+    s0, f0 = r.scores_objective(x_ood)
+    out: dict[str, Any] = {"n_images": r.n, "eps": eps, "threshold": threshold, "fpr_clean": _fpr(s0, threshold),
+                           "differentiable": bool(getattr(detector, "differentiable", True))}
     sq = OODSquare(detector, eps=eps, n_queries=n_queries, p_init=0.8, seed=seed, threshold=threshold,
                    early_stop=True)
-    s_sq, _ = scores_objective(run(sq, x_ood))
-    acc_sq = s_sq <= threshold
+    acc_sq = r.scores_objective(r.run(sq, x_ood))[0] <= threshold
     out["fpr_square"] = acc_sq.float().mean().item()
+    if out["differentiable"]:
+        out.update(_whitebox_numbers(r, detector, x_ood, f0, acc_sq, threshold, eps, steps, seed))
+        checks, warnings = _judge(out, steps, n_queries, blackbox_margin)
+    else:
+        out.update({k: None for k in _WHITEBOX_KEYS})
+        checks, warnings = {k: False for k in MASKING_CHECKS}, []
+    out.update(checks=checks, warnings=warnings, cost=r.cost)
+    return out
 
+
+_WHITEBOX_KEYS = ("zero_grad_fraction", "nonfinite_grad_fraction", "fpr_pgd", "fpr_pgd_4x", "objective_gain_pgd",
+                  "objective_gain_pgd_4x", "square_only_fraction", "fpr_unbounded")
+
+
+def _fpr(s: torch.Tensor, threshold: float) -> float:
+    return (s <= threshold).float().mean().item()
+
+
+class _Runner:
+    """Runs attacks and scores in batches, counting forwards/backwards (in images)."""
+
+    def __init__(self, detector: Detector, n: int, batch_size: int) -> None:
+        self.det, self.n, self.bs = detector, n, batch_size
+        self.cost = {"forwards": 0, "backwards": 0}
+
+    def run(self, atk, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for i in range(0, self.n, self.bs):
+            outs.append(atk(x[i:i + self.bs]))
+            c = atk.last_cost or {}
+            self.cost["forwards"] += c.get("forwards", 0)
+            self.cost["backwards"] += c.get("backwards", 0)
+        return torch.cat(outs)
+
+    def scores_objective(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad(), eval_mode(self.det):
+            s = torch.cat([self.det._score(x[i:i + self.bs]) for i in range(0, self.n, self.bs)])
+            f = torch.cat([self.det._attack_loss(x[i:i + self.bs]) for i in range(0, self.n, self.bs)])
+        self.cost["forwards"] += 2 * self.n
+        return s, f
+
+
+def _whitebox_numbers(r: _Runner, detector: Detector, x_ood: torch.Tensor, f0: torch.Tensor, acc_sq: torch.Tensor,
+                      threshold: float, eps: float, steps: int, seed: int) -> dict[str, Any]:
+    """Gradient statistics at the clean point, PGD with ``steps`` and ``4 * steps``, and an
+    unbounded PGD from the input."""
+    n, bs = r.n, r.bs
+    with eval_mode(detector):
+        zs = [_grad_stats(detector, x_ood[i:i + bs]) for i in range(0, n, bs)]
+    sizes = [min(bs, n - i) for i in range(0, n, bs)]
+    r.cost["forwards"] += n
+    r.cost["backwards"] += n
+    out: dict[str, Any] = {"zero_grad_fraction": sum(z * m for (z, _), m in zip(zs, sizes)) / n,
+                           "nonfinite_grad_fraction": sum(q * m for (_, q), m in zip(zs, sizes)) / n}
+    alpha = max(eps / 4, 1 / 255)
+    s_p, f_p = r.scores_objective(r.run(OODPGD(detector, eps=eps, alpha=alpha, steps=steps, seed=seed), x_ood))
+    s_p4, f_p4 = r.scores_objective(r.run(OODPGD(detector, eps=eps, alpha=alpha, steps=4 * steps, seed=seed), x_ood))
+    acc_p, acc_p4 = s_p <= threshold, s_p4 <= threshold
+    out.update(fpr_pgd=acc_p.float().mean().item(), fpr_pgd_4x=acc_p4.float().mean().item(),
+               objective_gain_pgd=(f_p - f0).mean().item(), objective_gain_pgd_4x=(f_p4 - f0).mean().item(),
+               square_only_fraction=(acc_sq & ~(acc_p | acc_p4)).float().mean().item())
+    # from the input (a random start in the unbounded ball is uniform noise), small steps
+    unb = OODPGD(detector, eps=1.0, alpha=2 / 255, steps=max(4 * steps, 100), random_start=False,
+                 threshold=threshold, early_stop=True)
+    out["fpr_unbounded"] = _fpr(r.scores_objective(r.run(unb, x_ood))[0], threshold)
+    return out
+
+
+def _judge(out: dict, steps: int, n_queries: int, blackbox_margin: float) -> tuple[dict, list]:
+    """The four checks (name -> fired) and one warning sentence per fired check."""
     checks = {k: False for k in MASKING_CHECKS}
     warnings: list[str] = []
-    if differentiable:
-        with eval_mode(detector):
-            zs = [_grad_stats(detector, x_ood[i:i + batch_size]) for i in range(0, n, batch_size)]
-        sizes = [min(batch_size, n - i) for i in range(0, n, batch_size)]
-        cost["forwards"] += n
-        cost["backwards"] += n
-        out["zero_grad_fraction"] = sum(z * m for (z, _), m in zip(zs, sizes)) / n
-        out["nonfinite_grad_fraction"] = sum(q * m for (_, q), m in zip(zs, sizes)) / n
-
-        pgd = OODPGD(detector, eps=eps, alpha=alpha, steps=steps, seed=seed)
-        pgd4 = OODPGD(detector, eps=eps, alpha=alpha, steps=4 * steps, seed=seed)
-        s_p, f_p = scores_objective(run(pgd, x_ood))
-        s_p4, f_p4 = scores_objective(run(pgd4, x_ood))
-        acc_p, acc_p4 = s_p <= threshold, s_p4 <= threshold
-        out.update(fpr_pgd=acc_p.float().mean().item(), fpr_pgd_4x=acc_p4.float().mean().item(),
-                   objective_gain_pgd=(f_p - f0).mean().item(), objective_gain_pgd_4x=(f_p4 - f0).mean().item())
-        out["square_only_fraction"] = (acc_sq & ~(acc_p | acc_p4)).float().mean().item()
-
-        # from the input (a random start in the unbounded ball is uniform noise), small steps
-        unb = OODPGD(detector, eps=1.0, alpha=2 / 255, steps=max(4 * steps, 100), random_start=False,
-                     threshold=threshold, early_stop=True)
-        s_u, _ = scores_objective(run(unb, x_ood))
-        out["fpr_unbounded"] = (s_u <= threshold).float().mean().item()
-
-        if out["zero_grad_fraction"] + out["nonfinite_grad_fraction"] > 0:
-            checks["zero_grad"] = True
-            warnings.append(
-                f"gradient masking: {100 * out['zero_grad_fraction']:.1f}% of the OOD images have an exactly zero and "
-                f"{100 * out['nonfinite_grad_fraction']:.1f}% a non-finite input gradient of the attack objective at the "
-                "clean point; white-box attacks cannot move them (use a non-saturating objective, BPDA for "
-                "non-differentiable preprocessing, or the score-only attack).")
-        best_wb = max(out["fpr_pgd"], out["fpr_pgd_4x"])
-        if out["fpr_square"] > best_wb or out["square_only_fraction"] > blackbox_margin:
-            checks["blackbox_beats_whitebox"] = True
-            warnings.append(
-                f"gradient masking: the score-only Square attack ({n_queries} queries) reaches FPR "
-                f"{100 * out['fpr_square']:.1f}% vs {100 * best_wb:.1f}% for white-box PGD, and gets "
-                f"{100 * out['square_only_fraction']:.1f}% of the images accepted that PGD does not; "
-                "the white-box number is not a worst case (report OOD AutoAttack).")
-        gain, gain4 = out["objective_gain_pgd"], out["objective_gain_pgd_4x"]
-        if out["fpr_pgd_4x"] <= out["fpr_pgd"] and gain4 <= gain + 1e-3 * max(abs(gain), 1e-6) \
-                and out["fpr_pgd"] < 1.0:
-            checks["more_steps_do_not_help"] = True
-            warnings.append(
-                f"gradient masking: PGD with {4 * steps} steps is no better than with {steps} (FPR "
-                f"{100 * out['fpr_pgd_4x']:.1f}% vs {100 * out['fpr_pgd']:.1f}%, mean objective gain {gain4:.4g} vs "
-                f"{gain:.4g}); the optimizer is stuck.")
-        if out["fpr_unbounded"] < 1.0:
-            checks["unbounded_not_100"] = True
-            warnings.append(
-                f"gradient masking: an unbounded attack (eps = 1) makes only {100 * out['fpr_unbounded']:.1f}% of the "
-                "OOD images accepted; for a differentiable detector it should reach 100%.")
-    else:
-        for k in ("zero_grad_fraction", "nonfinite_grad_fraction", "fpr_pgd", "fpr_pgd_4x", "objective_gain_pgd",
-                  "objective_gain_pgd_4x", "square_only_fraction", "fpr_unbounded"):
-            out[k] = None
-    out["checks"] = checks
-    out["warnings"] = warnings
-    out["cost"] = cost
-    return out
+    if out["zero_grad_fraction"] + out["nonfinite_grad_fraction"] > 0:
+        checks["zero_grad"] = True
+        warnings.append(
+            f"gradient masking: {100 * out['zero_grad_fraction']:.1f}% of the OOD images have an exactly zero and "
+            f"{100 * out['nonfinite_grad_fraction']:.1f}% a non-finite input gradient of the attack objective at the "
+            "clean point; white-box attacks cannot move them (use a non-saturating objective, BPDA for "
+            "non-differentiable preprocessing, or the score-only attack).")
+    best_wb = max(out["fpr_pgd"], out["fpr_pgd_4x"])
+    if out["fpr_square"] > best_wb or out["square_only_fraction"] > blackbox_margin:
+        checks["blackbox_beats_whitebox"] = True
+        warnings.append(
+            f"gradient masking: the score-only Square attack ({n_queries} queries) reaches FPR "
+            f"{100 * out['fpr_square']:.1f}% vs {100 * best_wb:.1f}% for white-box PGD, and gets "
+            f"{100 * out['square_only_fraction']:.1f}% of the images accepted that PGD does not; "
+            "the white-box number is not a worst case (report OOD AutoAttack).")
+    gain, gain4 = out["objective_gain_pgd"], out["objective_gain_pgd_4x"]
+    if out["fpr_pgd_4x"] <= out["fpr_pgd"] and gain4 <= gain + 1e-3 * max(abs(gain), 1e-6) \
+            and out["fpr_pgd"] < 1.0:
+        checks["more_steps_do_not_help"] = True
+        warnings.append(
+            f"gradient masking: PGD with {4 * steps} steps is no better than with {steps} (FPR "
+            f"{100 * out['fpr_pgd_4x']:.1f}% vs {100 * out['fpr_pgd']:.1f}%, mean objective gain {gain4:.4g} vs "
+            f"{gain:.4g}); the optimizer is stuck.")
+    if out["fpr_unbounded"] < 1.0:
+        checks["unbounded_not_100"] = True
+        warnings.append(
+            f"gradient masking: an unbounded attack (eps = 1) makes only {100 * out['fpr_unbounded']:.1f}% of the "
+            "OOD images accepted; for a differentiable detector it should reach 100%.")
+    return checks, warnings
