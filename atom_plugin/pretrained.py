@@ -293,27 +293,8 @@ def load_robustbench_model(name: str, model_dir: str = "./models", dataset: str 
     entry = zoo[name]
     timm_name = f"{name.lower().replace('-', '_')}_{ds.value.lower()}_{tm.value.lower()}"
 
-    def missing(p: str, where: str) -> FileNotFoundError:
-        return FileNotFoundError(
-            f"RobustBench model {name!r} not found at {p}. This library never downloads (RobustBench would fetch "
-            f"it from {where}); on a machine with internet run robustbench.utils.load_model({name!r}, "
-            f"model_dir=..., dataset={ds.value!r}, threat_model={tm.value!r}) and copy the file to {p}."
-        )
-
     if timm.is_model(timm_name):
-        if not os.path.isfile(path):
-            from timm.models import get_pretrained_cfg
-
-            cfg = get_pretrained_cfg(timm_name)
-            url = (getattr(cfg, "url", None) or getattr(cfg, "hf_hub_id", None)) if cfg else None
-            raise FileNotFoundError(
-                f"RobustBench model {name!r} (timm model {timm_name!r}) not found at {path}. This library never "
-                f"downloads; save its state dict (from {url or 'the RobustBench model zoo'}) as {path}."
-            )
-        sd = read_state_dict(path)
-        if any(k.startswith("model.") for k in sd):  # saved from RobustBench's normalizing wrapper
-            sd = {k[6:]: v for k, v in sd.items() if k.startswith("model.")}
-        model = _timm_from_state_dict(timm_name, sd, num_classes)
+        model = _robustbench_timm(name, timm_name, path, num_classes)
     elif ds == BenchmarkDataset.imagenet and "Standard" in name:
         raise ValueError(
             f"RobustBench builds {name!r} from torchvision's downloaded weights; use create_timm_model(...) or "
@@ -324,7 +305,11 @@ def load_robustbench_model(name: str, model_dir: str = "./models", dataset: str 
         paths = [path] if not isinstance(gid, list) else [f"{path}_m{i}.pt" for i in range(len(gid))]
         for p in paths:
             if not os.path.isfile(p):
-                raise missing(p, "Google Drive")
+                raise FileNotFoundError(
+                    f"RobustBench model {name!r} not found at {p}. This library never downloads (RobustBench would "
+                    f"fetch it from Google Drive); on a machine with internet run robustbench.utils.load_model("
+                    f"{name!r}, model_dir=..., dataset={ds.value!r}, threat_model={tm.value!r}) and copy the file "
+                    f"to {p}.")
             _check_weights_only(p)  # before robustbench unpickles it
         from robustbench.utils import load_model
 
@@ -333,6 +318,23 @@ def load_robustbench_model(name: str, model_dir: str = "./models", dataset: str 
         model = with_reject_head(model, num_classes, num_reject)
     model.ood_normalizes_inputs = True  # takes [0, 1]; Normalize(model, ...) would normalize twice
     return model.eval()
+
+
+def _robustbench_timm(name: str, timm_name: str, path: str, num_classes: int) -> nn.Module:
+    """A RobustBench entry that RobustBench routes to timm, from the local ``path``."""
+    if not os.path.isfile(path):
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(timm_name)
+        url = (getattr(cfg, "url", None) or getattr(cfg, "hf_hub_id", None)) if cfg else None
+        raise FileNotFoundError(
+            f"RobustBench model {name!r} (timm model {timm_name!r}) not found at {path}. This library never "
+            f"downloads; save its state dict (from {url or 'the RobustBench model zoo'}) as {path}."
+        )
+    sd = read_state_dict(path)
+    if any(k.startswith("model.") for k in sd):  # saved from RobustBench's normalizing wrapper
+        sd = {k[6:]: v for k, v in sd.items() if k.startswith("model.")}
+    return _timm_from_state_dict(timm_name, sd, num_classes)
 
 
 # ------------------------------------------------------------------ own checkpoints
