@@ -1,5 +1,6 @@
-"""Smoke runs of the benchmark scripts with tiny settings: each writes its JSON with the
-expected fields and consistent values (no timing assertions)."""
+"""Smoke runs of the benchmark scripts with tiny settings: each runs and writes its JSON with
+the expected structure and the counted (not timed) quantities right.  No timing assertions,
+and no re-derivation of a ratio from the script's own formula."""
 from __future__ import annotations
 
 import importlib
@@ -45,7 +46,7 @@ def test_common_helpers(bench_module):
     assert C.summary([3.0, 1.0, 2.0]) == {"min": 1.0, "median": 2.0, "max": 3.0, "n": 3}
     sw = C.Stopwatch("cpu")
     f = sw.wrap("x", lambda v: v + 1)
-    assert f(1) == 2 and f(2) == 3 and sw.calls["x"] == 2 and sw.totals["x"] >= 0
+    assert f(1) == 2 and f(2) == 3 and sw.calls["x"] == 2 and set(sw.totals) == {"x"}
 
 
 def test_bench_attack(bench_module, tmp_path, capsys):
@@ -53,12 +54,10 @@ def test_bench_attack(bench_module, tmp_path, capsys):
                tmp_path, capsys)
     (row,) = doc["results"]
     assert (row["batch"], row["steps"]) == (4, 2)
-    assert math.isclose(row["ratio"], row["oodpgd_s"] / row["pgd_s"])
-    assert math.isclose(row["oodpgd_img_s"], 4 / row["oodpgd_s"])
-    assert row["target_met"] == (row["ratio"] <= 1.05)
-    # both take one forward + backward per step; OODPGD adds the clean and the final forward
+    # both take one forward + backward per step; OODPGD's first gradient is taken at the input
+    # (which makes the input a candidate for free) and it adds only the forward at the last iterate
     assert (row["pgd_forwards"], row["pgd_backwards"]) == (2, 2)
-    assert (row["oodpgd_forwards"], row["oodpgd_backwards"]) == (4, 2)
+    assert (row["oodpgd_forwards"], row["oodpgd_backwards"]) == (3, 2)
     assert set(doc["overhead"][0]) >= {"fwd_bwd_step_ms", "extra_2_forwards_ms", "keep_best_all_steps_ms",
                                        "predicted_overhead"}
 
@@ -72,12 +71,10 @@ def test_bench_mining(bench_module, tmp_path, capsys):
     doc = _run(mod, ["--throughput-pool", "64", "--pool", "64", "128", "--batch-size", "32", "--width", "2",
                      "--mem-width", "2", "--repeats", "1", "--sweep", "16", "64"], tmp_path, capsys)
     (thr,) = doc["throughput"]
-    assert thr["N"] == 64 and math.isclose(thr["ratio_vs_loader"], thr["plain_loader_s"] / thr["mine_s"])
+    assert thr["N"] == 64
     assert [r["score_batch_size"] for r in doc["batch_sweep"]] == [16, 64]
-    assert all(math.isclose(r["mine_img_s"], 64 / r["mine_s"]) for r in doc["batch_sweep"])
     assert [m["N"] for m in doc["memory"]] == [64, 128]
     assert [m["selected"] for m in doc["memory"]] == [16, 32]
-    assert doc["memory"][1]["N_images_float32_MB"] == 128 * 3 * 32 * 32 * 4 / 2 ** 20
 
 
 def test_bench_epoch(bench_module, tmp_path, capsys):
@@ -86,12 +83,9 @@ def test_bench_epoch(bench_module, tmp_path, capsys):
     rows = {r["method"]: r for r in doc["results"]}
     assert set(rows) == {"atom", "ntom", "oe"}
     assert rows["oe"]["vs_oe"] == 1.0 and rows["oe"]["mining_s"] == 0.0 and rows["oe"]["N"] is None
-    assert rows["atom"]["N"] == 128 and rows["atom"]["n"] == 64 and rows["atom"]["mining_s"] > 0
-    assert rows["atom"]["attack_s"] > 0 and rows["ntom"]["attack_s"] < rows["atom"]["attack_s"]
+    assert rows["atom"]["N"] == 128 and rows["atom"]["n"] == 64
     for r in rows.values():
         assert r["steps"] == 1 and math.isfinite(r["loss"])
-        parts = r["mining_s"] + r["attack_s"] + r["data_s"] + r["train_s"]
-        assert math.isclose(parts, r["epoch_s"], rel_tol=1e-9)
 
 
 def test_bench_eval(bench_module, tmp_path, capsys):
@@ -121,6 +115,3 @@ def test_bench_corruptions_smoke(bench_module, tmp_path, capsys):
     for key, n in (("75", 15), ("95", 19)):
         r = run[key]
         assert len(r["per_corruption_ms_per_image"]) == n
-        assert math.isclose(r["speedup_vs_reference"],
-                            doc["reference"][key]["ms_per_image"] / r["ms_per_image"], rel_tol=1e-9)
-        assert math.isclose(r["generation_over_forwards"], r["seconds"] / r["forward_seconds"], rel_tol=1e-9)
