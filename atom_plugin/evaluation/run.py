@@ -276,6 +276,10 @@ class _Run:
         }
         if any(t in cfg.tasks for t in ("linf", "compositional")) or cfg.attack_id:
             config["linf_attack_used"] = linf_attack_name(self.det, cfg)
+        tables = {t: getattr(getattr(a, "corruption_attack", a), "resolved_table", None) for t, a in self.atks.items()
+                  if t in ("corruption", "compositional") and a is not None}
+        if any(tables.values()):
+            config["corruption_table"] = next(v for v in tables.values() if v)  # the table the search used
         if config.get("linf_attack_used") == "auto" and not cfg.early_stop:
             config.setdefault("notes", []).append(
                 "OOD AutoAttack attacks only images not yet accepted at the threshold: FPR is worst-case, "

@@ -142,3 +142,15 @@ def test_diagnostics_fire_on_a_masked_pipeline_and_reach_the_report(world):
                      progress=False)
     assert plain.config["diagnostics"]["noise"]["zero_grad_fraction"] == 0.0
     assert not plain.config["diagnostics"]["noise"]["checks"]["zero_grad"]
+
+
+def test_report_records_the_corruption_table(world):
+    model, idd, ood = world
+    rep = evaluate(MSP(model), idd, ood, tasks=("natural", "corruption"), corruptions=("contrast",), severities=(1,),
+                   progress=False)
+    assert rep.config["corruption_table"] == "cifar"  # 32 px images, table="auto"
+    rep = evaluate(MSP(model), idd, ood, tasks=("corruption",), corruptions=("contrast",), severities=(1,),
+                   corruption_table="imagenet", progress=False)
+    assert rep.config["corruption_table"] == "imagenet"
+    with pytest.raises(ValueError, match="table"):
+        evaluate(MSP(model), idd, ood, tasks=("corruption",), corruption_table="bogus", progress=False)
