@@ -10,6 +10,16 @@ from atom_plugin.models import Normalize, SmallCNN, with_reject_head
 torch.set_num_threads(2)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one intra-op thread is as fast and does not spin on a shared CPU
+    (use with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def rng_seed():
     torch.manual_seed(0)

@@ -16,6 +16,12 @@ from .corruption import CorruptionAttack, CorruptionResult
 from .compositional import CompositionalAttack
 from .ood_multi import OODMultiAttack
 
+__all__ = [
+    "DetectorDecision", "OODAttack", "ATTACKS", "attack_info", "create_attack", "list_attacks", "register_attack",
+    "OODPGD", "OODFGSM", "OODAPGD", "OODSquare", "OODAutoAttack", "margin_objective", "masking_diagnostics",
+    "CorruptionAttack", "CorruptionResult", "CompositionalAttack", "OODMultiAttack",
+]
+
 from . import interop as _interop  # noqa: E402
 
 _interop.install()

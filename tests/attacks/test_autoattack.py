@@ -12,12 +12,7 @@ from atom_plugin.detectors import MSP, RejectClass, ScoreDetector
 KW = dict(version="fast", apgd_steps=5, n_queries=40)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _score(det, x):

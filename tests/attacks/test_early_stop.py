@@ -9,12 +9,7 @@ from atom_plugin.attacks import OODAPGD, OODFGSM, OODPGD
 from atom_plugin.attacks.base import image_seed
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _accepted(det, x, thr):

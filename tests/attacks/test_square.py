@@ -11,12 +11,7 @@ from atom_plugin.attacks.ood_square import square_p_schedule
 from atom_plugin.detectors import RejectClass, ScoreDetector
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _score(det, x):

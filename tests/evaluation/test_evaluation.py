@@ -15,7 +15,6 @@ from torch.utils.data import DataLoader, TensorDataset
 from atom_plugin import distributed as D
 from atom_plugin.detectors import MSP, RejectClass
 from atom_plugin.evaluation import evaluate
-from atom_plugin.metrics import ood_metrics, threshold_at_tpr
 from atom_plugin.models import Normalize, SmallCNN, with_reject_head
 from atom_plugin.report import Comparison, Report, compare_table
 

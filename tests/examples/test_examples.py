@@ -17,12 +17,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TASKS = ("natural", "corruption", "linf", "compositional")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def load(name: str):
