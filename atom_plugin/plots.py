@@ -1,5 +1,8 @@
 """Figures of a :class:`~atom_plugin.report.Report` (matplotlib, Agg backend, PNG).
 
+The functions take the report as a plain object (its ``scores``, ``examples``, ``sets``,
+``tasks``), so this module does not import :mod:`atom_plugin.report`.
+
 * :func:`plot_roc`: one panel per task, ROC curve (ID positive: TPR vs FPR) per OOD set,
   with the operating point at the natural threshold.
 * :func:`plot_histograms`: one panel per task, OOD-score histograms of ID vs each OOD set
@@ -10,15 +13,13 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
 from .metrics import roc_points
 from .naming import TASK_TITLES
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .report import Report
 
 __all__ = ["plot_roc", "plot_histograms", "plot_examples"]
 
@@ -36,12 +37,12 @@ def _plt():
     return plt
 
 
-def _id_scores(report: "Report", task: str) -> np.ndarray:
+def _id_scores(report: Any, task: str) -> np.ndarray:
     ids = report.scores["id"]
     return ids["in"] if task in ("in", "in_out") and "in" in ids else ids["natural"]
 
 
-def _ood_scores(report: "Report", set_name: str, task: str):
+def _ood_scores(report: Any, set_name: str, task: str):
     tm = report.scores["ood"].get(set_name, {})
     src = {"in": "natural", "in_out": "linf"}.get(task, task)
     return tm.get(src)
@@ -57,7 +58,7 @@ def _panels(n: int):
     return plt, fig, list(axes.flat[:n])
 
 
-def plot_roc(report: "Report", path: str | os.PathLike) -> str:
+def plot_roc(report: Any, path: str | os.PathLike) -> str:
     """ROC curves per task (ID positive); returns ``path``."""
 
     tasks = report.tasks
@@ -85,7 +86,7 @@ def plot_roc(report: "Report", path: str | os.PathLike) -> str:
     return os.fspath(path)
 
 
-def plot_histograms(report: "Report", path: str | os.PathLike, bins: int = 40) -> str:
+def plot_histograms(report: Any, path: str | os.PathLike, bins: int = 40) -> str:
     """OOD-score histograms (ID vs each OOD set) per task; returns ``path``."""
 
     tasks = report.tasks
@@ -115,7 +116,7 @@ def plot_histograms(report: "Report", path: str | os.PathLike, bins: int = 40) -
     return os.fspath(path)
 
 
-def plot_examples(report: "Report", path: str | os.PathLike, per_set: int = 2) -> str:
+def plot_examples(report: Any, path: str | os.PathLike, per_set: int = 2) -> str:
     """Grid of example OOD images: rows = (set, example), columns = tasks; returns ``path``."""
 
     tasks = [t for t in report.tasks if t not in ("in", "in_out")]

@@ -18,13 +18,13 @@ from typing import Any, Callable, List, Optional
 
 from ..naming import TASK_TITLES
 from ..registry import Entry, Registry
-from .config import EvalConfig
 
 __all__ = ["TASKS", "register_task", "list_tasks", "task_info", "build_attack", "linf_attack_name"]
 
 TASKS = Registry("task")
 
-Builder = Callable[[Any, EvalConfig, Optional[float]], Optional[Callable]]
+#: ``build(detector, config: Any, threshold) -> attack or None``
+Builder = Callable[..., Optional[Callable]]
 
 
 def register_task(name: str, build: Builder | None = None, *, title: str | None = None, kind: str = "ood",
@@ -50,13 +50,13 @@ def task_info(name: str) -> Entry:
     return TASKS.get(name)
 
 
-def build_attack(task: str, detector: Any, config: EvalConfig, threshold: float | None = None):
+def build_attack(task: str, detector: Any, config: Any, threshold: float | None = None):
     """The attack of ``task`` for ``detector`` under ``config`` (``None`` for clean images)."""
     return TASKS.get(task).builder(detector, config, threshold)
 
 
 # ------------------------------------------------------------------ construction helpers
-def linf_attack_name(detector: Any, config: EvalConfig) -> str:
+def linf_attack_name(detector: Any, config: Any) -> str:
     """``config.linf_attack``, or the black-box attack for a non-differentiable detector."""
     from ..attacks import ATTACKS
 
@@ -72,7 +72,7 @@ def _accepted(cls: type) -> set:
     return set(inspect.signature(cls.__init__).parameters)
 
 
-def _linf(detector: Any, config: EvalConfig, threshold: float | None, target: str = "ood"):
+def _linf(detector: Any, config: Any, threshold: float | None, target: str = "ood"):
     """The configured L∞ attack; settings the attack class does not take are not passed
     (e.g. ``alpha`` for Square)."""
     from ..attacks import ATTACKS
@@ -92,7 +92,7 @@ def _linf(detector: Any, config: EvalConfig, threshold: float | None, target: st
     return cls(detector, **{k: v for k, v in kw.items() if k in ok})
 
 
-def _corruption(detector: Any, config: EvalConfig, threshold: float | None = None):
+def _corruption(detector: Any, config: Any, threshold: float | None = None):
     from ..attacks import CorruptionAttack
 
     kw: dict = {"seed": None, "progress": config.corruption_progress}
