@@ -164,7 +164,7 @@ def run_demo(out: str | os.PathLike = "atom_ood_demo", quick: bool = False, seed
     with open(out / "summary.json", "w", encoding="utf-8") as fh:
         json.dump(summary, fh, indent=1)
     print("\nFPR = FPR at 95% TPR (in-distribution positive), mean over the OOD sets, percent;"
-          f" eps = {s.eps * 255:.0f}/255.\n")
+          f" eps = {s.eps * 255:.0f}/255; corruption severities: the {summary['corruption_table']!r} table.\n")
     print(summary["table"])
     print(f"\nreport folder: {out}  (wall {wall:.0f} s, CPU {cpu:.0f} s)")
     return summary
@@ -217,6 +217,9 @@ def _summary(s: DemoSettings, quick: bool, seed: int, methods: Sequence[str], wa
         "settings": s.to_dict(), "quick": bool(quick), "seed": seed, "methods": list(methods),
         "runtime_s": round(wall, 1), "cpu_s": round(cpu, 1), "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(), "timing": timing, "results": {}, "table": table,
+        # the corruption severity constants the corruption searches used (auto: CIFAR-10-C's at 32 px)
+        "corruption_table": next((r.config.get("corruption_table") for r in reports.values()
+                                  if r.config.get("corruption_table")), None),
     }
     for title, rep in reports.items():
         res = {task: {"fpr": rep.get("mean", task, "fpr"), "auroc": rep.get("mean", task, "auroc")}
