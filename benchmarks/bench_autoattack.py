@@ -22,6 +22,20 @@ threshold at 95% TPR on natural ID test images:
     python benchmarks/bench_autoattack.py --threads 2            # ~15-30 min on a loaded 2-core CPU
     python benchmarks/bench_autoattack.py --quick                 # smoke run
 
+``--checkpoints DIR`` evaluates the models of ``atom-ood demo --out DIR`` instead of training
+its own (``DIR/oe/train/last.pt``, ``DIR/atom/train/last.pt``, loaded with
+``atom_plugin.pretrained.load_checkpoint_model``; 32x32 SmallCNNs trained on the same embedded
+benchmark): on the OE model MSP, Energy, Mahalanobis with eq. 116 (``"logistic"``) and with
+the library's default non-saturating objective (``"logit"``), pytorch-ood's Mahalanobis through
+``from_pytorch_ood``; on the ATOM model RejectClass.
+
+    python benchmarks/bench_autoattack.py --checkpoints /tmp/demo --threads 2 --n-ood 48 \
+        --square-queries 200 --out benchmarks/results/attack_autoattack_demo.json
+
+Every row also records ``zero_grad_fraction`` (OOD images whose attack objective has an
+exactly zero input gradient at the clean point: saturation / masking) and
+``fpr_auto_not_pgd40`` (OOD images AutoAttack gets accepted and OODPGD-40 does not).
+
 Timings are wall-clock on a shared machine (the JSON records the load average).
 """
 from __future__ import annotations
@@ -89,6 +103,42 @@ def _scores(det, x, bs=256):
         return torch.cat([det.score(x[i:i + bs]) for i in range(0, x.shape[0], bs)])
 
 
+def _zero_grad_fraction(det, x, bs):
+    """Fraction of images whose attack objective has an exactly zero input gradient at ``x``."""
+    zero = []
+    for i in range(0, x.shape[0], bs):
+        xb = x[i:i + bs].clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(det.attack_loss(xb).sum(), xb)
+        zero.append(g.flatten(1).abs().amax(1) == 0)
+    return torch.cat(zero).float().mean().item()
+
+
+def _demo_detectors(ckpt_dir: Path, bench, device):
+    """Detector factories on the demo's two checkpoints (see the module docstring)."""
+    from atom_plugin.detectors import MSP, Energy, Mahalanobis, RejectClass, from_pytorch_ood, pytorch_ood_detector
+    from atom_plugin.pretrained import load_checkpoint_model
+
+    models = {}
+    for m in ("oe", "atom"):
+        path = ckpt_dir / m / "train" / "last.pt"
+        if not path.is_file():
+            raise SystemExit(f"--checkpoints {ckpt_dir}: {path} is missing (run `atom-ood demo --out {ckpt_dir}`).")
+        models[m] = load_checkpoint_model(str(path))[0].to(device).eval()
+    fit_id = DataLoader(bench.train, batch_size=128)
+
+    def maha(objective):
+        d = Mahalanobis(models["oe"], attack_objective=objective)
+        return d.fit(fit_id, DataLoader(bench.aux, batch_size=128))
+
+    dets = {"demo oe/msp": lambda: MSP(models["oe"]), "demo oe/energy": lambda: Energy(models["oe"]),
+            "demo oe/mahalanobis (logistic, eq. 116)": lambda: maha("logistic"),
+            "demo oe/mahalanobis (logit, default)": lambda: maha("logit"),
+            "demo oe/pytorch-ood Mahalanobis (adapter)":
+                lambda: from_pytorch_ood(pytorch_ood_detector("Mahalanobis", models["oe"]), models["oe"], fit_id),
+            "demo atom/reject": lambda: RejectClass(models["atom"])}
+    return dets, {m: str(ckpt_dir / m / "train" / "last.pt") for m in models}
+
+
 def evaluate_detector(name, det, x_id, x_ood, args):
     from atom_plugin.attacks import OODAPGD, OODAutoAttack, OODPGD, OODSquare, margin_objective
 
@@ -97,6 +147,8 @@ def evaluate_detector(name, det, x_id, x_ood, args):
     acc0 = s0 <= thr
     fpr = lambda acc: acc.float().mean().item()  # noqa: E731
     row = {"detector": name, "threshold": thr, "fpr_natural": fpr(acc0)}
+    if getattr(det, "differentiable", True):
+        row["zero_grad_fraction"] = _zero_grad_fraction(det, x_ood, args.batch)
     timings = {}
 
     def attack(label, atk):
@@ -126,7 +178,8 @@ def evaluate_detector(name, det, x_id, x_ood, args):
         superset &= bool(torch.all(acc_auto | ~acc_c))
         row[f"fpr_{cname}"] = fpr(acc_c)
         row[f"{cname}_forwards"] = c_c["forwards"]
-    row.update(fpr_auto=fpr(acc_auto), auto_forwards=c_auto["forwards"], auto_backwards=c_auto["backwards"],
+    row.update(fpr_auto=fpr(acc_auto), fpr_auto_not_pgd40=fpr(acc_auto & ~acc_pgd),
+               auto_forwards=c_auto["forwards"], auto_backwards=c_auto["backwards"],
                auto_queries=c_auto["queries"], auto_superset=superset,
                auto_forwards_vs_pgd40=c_auto["forwards"] / max(c_pgd["forwards"], 1),
                auto_passes_vs_pgd40=(c_auto["forwards"] + c_auto["backwards"])
@@ -156,6 +209,9 @@ def main(argv=None) -> int:
     p.add_argument("--square-queries", type=int, default=1000)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--only", nargs="*", default=None)
+    p.add_argument("--checkpoints", type=Path, default=None,
+                   help="evaluate the models of `atom-ood demo --out DIR` (DIR/oe/train/last.pt, "
+                        "DIR/atom/train/last.pt) instead of training two")
     args = p.parse_args(argv)
     if args.quick:
         args.width, args.epochs, args.n_id, args.n_ood, args.square_queries, args.pool = 4, 1, 64, 24, 50, 600
@@ -188,6 +244,9 @@ def main(argv=None) -> int:
             "k+1 3-bit quantized/reject": lambda: RejectClass(Quantize3Bit(model("ntom"))),
             "oe 3-bit quantized/msp": lambda: MSP(Quantize3Bit(model("oe"))),
             "oe/mahalanobis (logistic, eq. 116)": maha}
+    checkpoints = None
+    if args.checkpoints is not None:
+        dets, checkpoints = _demo_detectors(args.checkpoints, bench, device)
     rows = []
     for name, mk in dets.items():
         if args.only and not any(o in name for o in args.only):
@@ -203,15 +262,18 @@ def main(argv=None) -> int:
         if not args.quiet:
             print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k != "seconds"}, flush=True)
     res = {"benchmark": "autoattack",
-           "settings": {"width": args.width, "epochs": args.epochs, "n_id": x_id.shape[0], "n_ood": x_ood.shape[0],
+           "settings": {"width": None if checkpoints else args.width, "epochs": None if checkpoints else args.epochs,
+                        "n_id": x_id.shape[0], "n_ood": x_ood.shape[0],
                         "eps": args.eps, "version": args.version, "square_queries": args.square_queries,
-                        "train_seconds": train_s, "pgd40": "OODPGD eps, alpha 2/255, 40 steps, random start"},
+                        "train_seconds": train_s, "checkpoints": checkpoints,
+                        "pgd40": "OODPGD eps, alpha 2/255, 40 steps, random start"},
            "results": rows}
     path = C.write_json(args.out, res, info)
     if not args.quiet:
         print(C.machine_line(info))
         cols = ["detector", "fpr_natural", "fpr_pgd40", "fpr_apgd", "fpr_apgd-margin", "fpr_square", "fpr_auto",
-                "auto_superset", "auto_forwards_vs_pgd40", "auto_passes_vs_pgd40", "fpr_square_alone",
+                "auto_superset", "fpr_auto_not_pgd40", "zero_grad_fraction", "auto_forwards_vs_pgd40",
+                "auto_passes_vs_pgd40", "fpr_square_alone",
                 "square_vs_pgd40_increase", "square_beats_pgd40"]
         print(C.table([{c: r.get(c) for c in cols} for r in rows if "error" not in r], cols))
         print(f"\nwrote {path}")
