@@ -29,7 +29,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     import faulthandler
 
-    faulthandler.dump_traceback_later(150, exit=True)  # a hang becomes a traceback on stderr
+    faulthandler.dump_traceback_later(280, exit=True)  # a hang becomes a traceback on stderr
     from atom_plugin import distributed as D
     from atom_plugin.models import Normalize, SmallCNN, with_reject_head
     from atom_plugin.training import TrainConfig, Trainer
@@ -62,7 +62,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     import subprocess
     import sys
 
-    res = subprocess.run([sys.executable, __file__, str(tmp_path)], capture_output=True, text=True, timeout=200)
+    res = subprocess.run([sys.executable, __file__, str(tmp_path)], capture_output=True, text=True, timeout=330)
     assert res.returncode == 0, res.stderr[-3000:]
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
     # every rank selects the same outliers (scores gathered from both shards)
