@@ -58,7 +58,9 @@ def trained_small():
     for p in model.parameters():
         p.grad = None
     torch.set_num_threads(n_threads)
-    x_id, _ = blobs(256, g)
+    x_id, y_id = blobs(256, g)
     rej, msp = RejectClass(model), MSP(model)
+    with torch.no_grad():
+        acc = (rej.classify(x_id).argmax(1) == y_id).float().mean().item()
     return dict(model=model, reject=rej, msp=msp, thr_reject=threshold_95(rej, x_id),
-                thr_msp=threshold_95(msp, x_id), x_id=x_id[:64], x_ood=smooth_noise(64, g))
+                thr_msp=threshold_95(msp, x_id), x_id=x_id[:64], x_ood=smooth_noise(64, g), acc=acc)

@@ -9,7 +9,6 @@ import re
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torchattacks
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -53,54 +52,13 @@ def _obj(det, x):
     return out
 
 
-def _blobs(n, g, k=3, size=16):
-    """ID data: a coloured Gaussian blob whose position and colour give the class."""
-    y = torch.randint(0, k, (n,), generator=g)
-    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
-    cx = (2 + 4 * y).float() + torch.rand(n, generator=g) * 3
-    cy = (size / 2 - 2) + torch.rand(n, generator=g) * 4
-    blob = torch.exp(-((xx - cx.view(-1, 1, 1)) ** 2 + (yy - cy.view(-1, 1, 1)) ** 2) / 8.0)
-    colors = torch.tensor([[1.0, 0.2, 0.2], [0.2, 1.0, 0.2], [0.2, 0.2, 1.0]])[y]
-    img = 0.15 + 0.7 * blob.unsqueeze(1) * colors.view(-1, 3, 1, 1) + 0.05 * torch.rand(n, 3, size, size, generator=g)
-    return img.clamp(0, 1), y
-
-
-def _smooth_noise(n, g, size=16):
-    """Test OOD: bilinearly upsampled 8x8 noise (the detector was trained on i.i.d. noise)."""
-    return F.interpolate(torch.rand(n, 3, 8, 8, generator=g), size=size, mode="bilinear", align_corners=False)
-
-
 @pytest.fixture(scope="module")
-def trained():
-    """A (3+1)-way SmallCNN (width 6, 16x16) trained for a few seconds on blobs (ID)
-    against uniform-noise outliers (reject class); threshold at 95% TPR on ID test scores."""
-    g = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    model = with_reject_head(Normalize(SmallCNN(3, width=6), [0.5] * 3, [0.25] * 3), 3)
-    xid, yid = _blobs(256, g)
-    xo = torch.rand(256, 3, 16, 16, generator=g)
-    opt = torch.optim.Adam(model.parameters(), 3e-3)
-    model.train()
-    for _ in range(8):
-        perm = torch.randperm(256, generator=g)
-        for i in range(0, 256, 32):
-            idx = perm[i:i + 32]
-            x = torch.cat([xid[idx], xo[idx]])
-            y = torch.cat([yid[idx], torch.full((len(idx),), 3)])
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    for p in model.parameters():
-        p.grad = None
-    det = RejectClass(model)
-    x_id, y_id = _blobs(256, g)
-    with torch.no_grad():
-        s_id = det.score(x_id)
-        acc = (det.classify(x_id).argmax(1) == y_id).float().mean().item()
-    thr = torch.quantile(s_id, 0.95).item()
-    return dict(model=model, det=det, x_id=x_id[:64], thr=thr, acc=acc, x_ood=_smooth_noise(64, g))
+def trained(trained_small):
+    """The (3+1)-way SmallCNN of ``conftest.trained_small`` (trained a few seconds on blobs
+    against uniform noise) with its reject-class detector and the 95%-TPR threshold."""
+    t = trained_small
+    return dict(model=t["model"], det=t["reject"], x_id=t["x_id"], thr=t["thr_reject"], acc=t["acc"],
+                x_ood=t["x_ood"])
 
 
 # -- property sweep: threat model, best-of, model state ------------------------------------------

@@ -5,7 +5,6 @@ Every test runs with sockets disabled, so any download attempt fails the test.
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
@@ -20,14 +19,7 @@ from atom_plugin.pretrained import (
 NAME = "test_byobnet"  # a 0.46 M-parameter timm test model whose head is nested (head.fc)
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 @pytest.fixture(scope="module")
