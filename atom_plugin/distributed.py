@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ._utils import collective_device
 from ._validation import check_choice, check_int
 
 __all__ = [
@@ -205,7 +206,7 @@ def broadcast_object(obj: Any = None, src: int = 0) -> Any:
     if not is_distributed():
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=src, device=_collective_device())
+    dist.broadcast_object_list(box, src=src, device=collective_device())
     return box[0]
 
 
@@ -222,9 +223,3 @@ def barrier() -> None:
     """Wait for every rank (no-op when not distributed)."""
     if is_distributed():
         dist.barrier()
-
-
-def _collective_device() -> torch.device | None:
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return None

@@ -51,6 +51,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.special import expit, ndtr
 
+from ._utils import progress as progress_bar
 from ._validation import check_choice, check_float, check_int
 
 __all__ = [
@@ -557,12 +558,7 @@ def sweep(dims: Sequence[int], *, progress: bool = False, **kwargs) -> list[dict
     if not dims:
         raise ValueError("`dims` must list at least one dimension d >= 1.")
     rows: list[dict] = []
-    it = dims
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(dims, desc="dimensions")
-    for d in it:
+    for d in progress_bar(dims, progress, "dimensions", leave=True):
         rows.extend(simulate(d, **kwargs))
     return rows
 

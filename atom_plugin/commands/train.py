@@ -30,6 +30,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .common import parse_fraction
+
 __all__ = ["add_parser", "run"]
 
 
@@ -54,15 +56,6 @@ class _HelpFormatter(argparse.HelpFormatter):
             if abs(float(frac) - default) < 1e-12 and frac.denominator > 15 and 255 % frac.denominator == 0:
                 return f"{text} (default: {frac.numerator}/{frac.denominator})"
         return text + " (default: %(default)s)"
-
-
-def _fraction(text: str) -> float:
-    from fractions import Fraction
-
-    try:
-        return float(Fraction(text.strip()))
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"expected a number or a fraction like 8/255, got {text!r}") from None
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -105,8 +98,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("-n", "--mined-size", dest="mined_size", type=int, default=None,
                    help=f"outliers kept per epoch (default: N/4; paper: {PAPER_MINED_SIZE})")
     g = p.add_argument_group("training attack")
-    g.add_argument("--eps", type=_fraction, default=d["eps"].default, help="L-inf radius (e.g. 8/255)")
-    g.add_argument("--alpha", type=_fraction, default=d["alpha"].default, help="PGD step size")
+    g.add_argument("--eps", type=parse_fraction, default=d["eps"].default, help="L-inf radius (e.g. 8/255)")
+    g.add_argument("--alpha", type=parse_fraction, default=d["alpha"].default, help="PGD step size")
     g.add_argument("--steps", type=int, default=d["steps"].default, help="PGD steps")
     g.add_argument("--adv-fraction", type=float, default=d["adv_fraction"].default,
                    help="attacked share of each outlier batch")
