@@ -87,8 +87,10 @@ def _linf(detector: Any, config: Any, threshold: float | None, target: str = "oo
                   random_start=True, seed=config.seed, target=target, n_queries=config.queries)
     if config.early_stop and target == "ood":
         kw.update(threshold=threshold, early_stop=True)
-    elif "threshold" in ok and target == "ood":
+    elif "version" in ok and target == "ood":  # the ensemble attacks only images not yet accepted
         kw["threshold"] = threshold
+    # otherwise no threshold: a thresholded attack prefers an accepted point over the lowest
+    # score, so AUROC/AUPR under attack would no longer be worst-case
     return cls(detector, **{k: v for k, v in kw.items() if k in ok})
 
 
