@@ -47,8 +47,12 @@ def margin_objective(detector) -> tuple[Callable, str]:
     * ``detector._margin_attack_loss`` if the detector defines one;
     * K+1 / K+R models (``RejectClass``, ``RejectSum``): ``max_k z_k - max_r z_{K+r}`` (the
       negative of ``z_{K+1} - max_k z_k``), a logit margin with no softmax;
-    * Mahalanobis: the sum over layers of the negative minimum class-conditional distance
-      (the raw distances, without the fitted logistic weights);
+    * Mahalanobis with the paper's eq. 116 (``attack_objective="logistic"``, a softplus that
+      saturates: exactly zero float32 gradient once the OOD logit exceeds ~104): ``-score``,
+      the OOD logit itself (linear in the layer distances, never saturates);
+    * Mahalanobis with the non-saturating default objective (which already is ``-score``):
+      the sum over layers of the negative minimum class-conditional distance (the raw
+      distances, without the fitted logistic weights);
     * distance detectors (KNN, ViM, RMD, ...) and score-only detectors: ``-score`` (their
       score is already a raw distance / residual);
     * other classifier-based detectors (MSP, Energy, MaxLogit, ODIN, ...): the max-logit
@@ -63,6 +67,8 @@ def margin_objective(detector) -> tuple[Callable, str]:
     if isinstance(detector, (RejectClass, RejectSum)):
         return _logit_margin_k1(detector.model, detector.num_classes), "logit margin max_k z_k - z_reject"
     if isinstance(detector, Mahalanobis):
+        if detector.attack_objective == "logistic":
+            return (lambda x: -detector._score(x)), "-score (OOD logit: eq. 116 without the softplus)"
         return (lambda x: detector._layer_scores(x).sum(dim=1)), "negative raw Mahalanobis distance"
     name = type(detector).__name__.lower()
     distance_like = any(t in name for t in ("knn", "vim", "rmd", "mahalanobis", "distance", "score"))

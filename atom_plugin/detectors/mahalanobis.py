@@ -389,10 +389,10 @@ class Mahalanobis(Detector):
         dev = module_device(self.model)
         self.coef = torch.as_tensor(coef, dtype=torch.float32, device=dev)
         self.intercept = torch.as_tensor(intercept, dtype=torch.float32, device=dev)
-        saturated = float(np.mean(s_out @ coef + intercept > _SATURATION))
+        saturated = int(np.sum(s_out @ coef + intercept > _SATURATION))
         if saturated > 0 and self.attack_objective == "logistic":
             warnings.warn(
-                f"Mahalanobis: {saturated:.0%} of the OOD fitting examples have an OOD logit above "
+                f"Mahalanobis: {saturated} of the {len(s_out)} OOD fitting examples have an OOD logit above "
                 f"{_SATURATION:g}, where eq. 116 (attack_objective='logistic') has an exactly zero float32 "
                 "gradient, so gradient attacks cannot move them; attack_objective='logit' is the "
                 "equivalent non-saturating objective.", SaturationWarning, stacklevel=3)

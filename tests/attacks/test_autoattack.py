@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from atom_plugin._utils import eval_mode
-from atom_plugin.attacks import OODAPGD, OODAutoAttack, OODSquare, attack_info, create_attack, margin_objective
+from atom_plugin.attacks import OODAPGD, OODPGD, OODAutoAttack, OODSquare, attack_info, create_attack, margin_objective
 from atom_plugin.detectors import MSP, RejectClass, ScoreDetector
 
 KW = dict(version="fast", apgd_steps=5, n_queries=40)
@@ -125,3 +125,37 @@ def test_bad_inputs(trained_small):
             OODAutoAttack(det, eps=eps)
     with pytest.raises(ValueError, match="n_queries"):
         OODAutoAttack(det, n_queries=0)
+
+
+def test_saturated_mahalanobis_pgd_stuck_autoattack_moves(trained_small):
+    """Eq. 116 (softplus of the OOD logit) has an exactly zero float32 gradient once the logit
+    exceeds ~104: OODPGD cannot move such images; OODAutoAttack's second objective (the
+    logit itself) can, so its points score lower."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from atom_plugin.detectors import Mahalanobis
+
+    model, x = trained_small["model"], trained_small["x_ood"][:24]
+    g = torch.Generator().manual_seed(3)
+    noise = torch.rand(64, 3, 16, 16, generator=g)
+    det = Mahalanobis(model, attack_objective="logistic", check_saturation=False)
+    det.fit(DataLoader(TensorDataset(trained_small["x_id"]), batch_size=32), DataLoader(TensorDataset(noise), batch_size=32))
+    with torch.no_grad():  # a sharper logistic (a weakly regularised fit): same ranking, saturated
+        det.intercept.sub_(_score(det, trained_small["x_id"]).max())  # ID logits <= 0
+        k = 400.0 / _score(det, x).median().clamp_min(1e-3)
+        det.coef.mul_(k)
+        det.intercept.mul_(k)
+    d = _score(det, x)
+    xg = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(det.attack_loss(xg).sum(), xg)
+    zero = grad.flatten(1).abs().amax(1) == 0
+    assert zero.float().mean() >= 0.5 and torch.all(d[zero] > 104)
+    fn, name = margin_objective(det)
+    assert name.startswith("-score")
+    torch.testing.assert_close(fn(x), -d)
+    pgd = OODPGD(det, steps=10, seed=0, random_start=False)
+    s_pgd = _score(det, pgd(x))
+    torch.testing.assert_close(s_pgd[zero], d[zero])  # stuck: zero gradient, no move
+    s_auto = _score(det, OODAutoAttack(det, **KW)(x))
+    assert torch.all(s_auto <= s_pgd + 1e-3)
+    assert (s_auto[zero] < d[zero] - 1.0).float().mean() >= 0.5
