@@ -27,7 +27,16 @@ its own (``DIR/oe/train/last.pt``, ``DIR/atom/train/last.pt``, loaded with
 ``atom_plugin.pretrained.load_checkpoint_model``; 32x32 SmallCNNs trained on the same embedded
 benchmark): on the OE model MSP, Energy, Mahalanobis with eq. 116 (``"logistic"``) and with
 the library's default non-saturating objective (``"logit"``), pytorch-ood's Mahalanobis through
-``from_pytorch_ood``; on the ATOM model RejectClass.
+``from_pytorch_ood``; on the ATOM model RejectClass.  Two **saturated** eq. 116 Mahalanobis
+detectors of the OE model: the regression fitted on FGSM negatives (Lee et al.'s and the
+paper's default, ``fit`` without ``ood_loader``: OOD logits of 100-2000 on the test OOD
+sets), and the auxiliary-outlier fit with its logistic weights and intercept x100 (what a
+weakly regularised fit gives on separable data: the same ranking, hence the same attainable
+FPR as the unscaled detector, with eq. 116's gradient exactly zero on most OOD images).
+
+    python benchmarks/bench_autoattack.py --checkpoints /tmp/demo --threads 1 --n-ood 120 \
+        --square-queries 200 --only saturated "logit, default" \
+        --out benchmarks/results/attack_autoattack_demo_saturated_n120.json
 
     python benchmarks/bench_autoattack.py --checkpoints /tmp/demo --threads 2 --n-ood 48 \
         --square-queries 200 --out benchmarks/results/attack_autoattack_demo.json
@@ -126,13 +135,19 @@ def _demo_detectors(ckpt_dir: Path, bench, device):
         models[m] = load_checkpoint_model(str(path))[0].to(device).eval()
     fit_id = DataLoader(bench.train, batch_size=128)
 
-    def maha(objective):
+    def maha(objective, negatives="aux", sharpen=1.0):
         d = Mahalanobis(models["oe"], attack_objective=objective)
-        return d.fit(fit_id, DataLoader(bench.aux, batch_size=128))
+        d.fit(fit_id, DataLoader(bench.aux, batch_size=128) if negatives == "aux" else None)
+        with torch.no_grad():  # the same ranking with a sharper logistic (a weakly regularised fit)
+            d.coef.mul_(sharpen)
+            d.intercept.mul_(sharpen)
+        return d
 
     dets = {"demo oe/msp": lambda: MSP(models["oe"]), "demo oe/energy": lambda: Energy(models["oe"]),
             "demo oe/mahalanobis (logistic, eq. 116)": lambda: maha("logistic"),
             "demo oe/mahalanobis (logit, default)": lambda: maha("logit"),
+            "demo oe/mahalanobis (logistic, eq. 116, FGSM negatives: saturated)": lambda: maha("logistic", "fgsm"),
+            "demo oe/mahalanobis (logistic, eq. 116, weights x100: saturated)": lambda: maha("logistic", sharpen=100.0),
             "demo oe/pytorch-ood Mahalanobis (adapter)":
                 lambda: from_pytorch_ood(pytorch_ood_detector("Mahalanobis", models["oe"]), models["oe"], fit_id),
             "demo atom/reject": lambda: RejectClass(models["atom"])}
