@@ -289,6 +289,15 @@ def pixelate(x: torch.Tensor, severity: int, draws: TorchDraws | None = None, ta
 
 
 # -- JPEG ------------------------------------------------------------------------------
+# Baseline JPEG as Pillow writes and reads it (its bundled libjpeg-turbo, default settings):
+# JFIF YCbCr with libjpeg's fixed-point colour tables, 4:2:0 chroma (h2v2 box downsampling
+# with the alternating 1, 2 rounding bias), the "islow" integer DCT and IDCT (jfdctint.c /
+# jidctint.c), libjpeg's rounding quantizer, h2v2 "fancy" (triangular) chroma upsampling and
+# the fixed-point YCbCr -> RGB tables.  Every stage is an integer linear map followed by a
+# floor, so it is done here with float matmuls whose every partial sum is an integer small
+# enough to be exact (float32 below 2^24; the wider DCT passes in float64), and the output
+# is bit-exact with Pillow (verified at sides 1..512 in tests/corruptions/test_jpeg_fast.py
+# and the benchmark).  Without float64 (MPS) the wide passes run in float32: close, not exact.
 _LUMA_Q = np.array([
     16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
     14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
@@ -307,71 +316,216 @@ def quant_table(base: np.ndarray, quality: int) -> np.ndarray:
     return np.clip((base * scale + 50) // 100, 1, 255)
 
 
+def _fix16(v: float) -> int:
+    """libjpeg's FIX(x) for the colour converters (SCALEBITS = 16)."""
+    return int(v * 65536 + 0.5)
+
+
+# jccolor.c (RGB -> YCbCr): y = (Y_r r + Y_g g + Y_b b + 2^15) >> 16, chroma offset
+# (128 << 16) + 2^15 - 1; jdcolor.c (YCbCr -> RGB) tables, in units of 2^-16.
+_RGB_YCC = np.array([[_fix16(0.299), _fix16(0.587), _fix16(0.114)],
+                     [-_fix16(0.16874), -_fix16(0.33126), _fix16(0.5)],
+                     [_fix16(0.5), -_fix16(0.41869), -_fix16(0.08131)]], dtype=np.float64)
+_RGB_YCC_BIAS = np.array([1 << 15, (128 << 16) + (1 << 15) - 1, (128 << 16) + (1 << 15) - 1], dtype=np.float64)
+_YCC_RGB = np.array([[0.0, _fix16(1.402)], [-_fix16(0.34414), -_fix16(0.71414)], [_fix16(1.772), 0.0]])
+
+_FIX13 = dict(c0298=2446, c0390=3196, c0541=4433, c0765=6270, c0899=7373, c1175=9633, c1501=12299,
+              c1847=15137, c1961=16069, c2053=16819, c2562=20995, c3072=25172)
+
+
+def _islow_fdct_1d(d):
+    """jfdctint.c's 1-D pass on the 8 inputs ``d`` (any numbers), before its final DESCALE:
+    outputs 0 and 4 (a left shift by PASS1_BITS in pass 1, DESCALE by PASS1_BITS in pass 2)
+    are returned times 2^13, so both passes are ``DESCALE(out, n)`` with n = 11, then 15."""
+    k = _FIX13
+    tmp0, tmp7, tmp1, tmp6 = d[0] + d[7], d[0] - d[7], d[1] + d[6], d[1] - d[6]
+    tmp2, tmp5, tmp3, tmp4 = d[2] + d[5], d[2] - d[5], d[3] + d[4], d[3] - d[4]
+    tmp10, tmp13, tmp11, tmp12 = tmp0 + tmp3, tmp0 - tmp3, tmp1 + tmp2, tmp1 - tmp2
+    o = [None] * 8
+    o[0], o[4] = (tmp10 + tmp11) * 8192, (tmp10 - tmp11) * 8192
+    z1 = (tmp12 + tmp13) * k["c0541"]
+    o[2], o[6] = z1 + tmp13 * k["c0765"], z1 - tmp12 * k["c1847"]
+    z1, z2, z3, z4 = tmp4 + tmp7, tmp5 + tmp6, tmp4 + tmp6, tmp5 + tmp7
+    z5 = (z3 + z4) * k["c1175"]
+    tmp4, tmp5, tmp6, tmp7 = tmp4 * k["c0298"], tmp5 * k["c2053"], tmp6 * k["c3072"], tmp7 * k["c1501"]
+    z1, z2 = -z1 * k["c0899"], -z2 * k["c2562"]
+    z3, z4 = -z3 * k["c1961"] + z5, -z4 * k["c0390"] + z5
+    o[7], o[5], o[3], o[1] = tmp4 + z1 + z3, tmp5 + z2 + z4, tmp6 + z2 + z3, tmp7 + z1 + z4
+    return o
+
+
+def _islow_idct_1d(d):
+    """jidctint.c's 1-D pass on the 8 (dequantized) inputs ``d``, before its final DESCALE
+    (n = 11 in pass 1, 18 in pass 2; the all-AC-zero shortcuts give the same values)."""
+    k = _FIX13
+    z2, z3 = d[2], d[6]
+    z1 = (z2 + z3) * k["c0541"]
+    tmp2, tmp3 = z1 - z3 * k["c1847"], z1 + z2 * k["c0765"]
+    tmp0, tmp1 = (d[0] + d[4]) * 8192, (d[0] - d[4]) * 8192
+    tmp10, tmp13, tmp11, tmp12 = tmp0 + tmp3, tmp0 - tmp3, tmp1 + tmp2, tmp1 - tmp2
+    tmp0, tmp1, tmp2, tmp3 = d[7], d[5], d[3], d[1]
+    z1, z2, z3, z4 = tmp0 + tmp3, tmp1 + tmp2, tmp0 + tmp2, tmp1 + tmp3
+    z5 = (z3 + z4) * k["c1175"]
+    tmp0, tmp1, tmp2, tmp3 = tmp0 * k["c0298"], tmp1 * k["c2053"], tmp2 * k["c3072"], tmp3 * k["c1501"]
+    z1, z2 = -z1 * k["c0899"], -z2 * k["c2562"]
+    z3, z4 = -z3 * k["c1961"] + z5, -z4 * k["c0390"] + z5
+    tmp0, tmp1, tmp2, tmp3 = tmp0 + z1 + z3, tmp1 + z2 + z4, tmp2 + z2 + z3, tmp3 + z1 + z4
+    return [tmp10 + tmp3, tmp11 + tmp2, tmp12 + tmp1, tmp13 + tmp0,
+            tmp13 - tmp0, tmp12 - tmp1, tmp11 - tmp2, tmp10 - tmp3]
+
+
 @lru_cache(maxsize=None)
+def islow_matrices() -> tuple[np.ndarray, np.ndarray]:
+    """The integer 8x8 matrices of libjpeg's islow forward and inverse 1-D passes:
+    ``out = DESCALE(M @ in, n)`` with ``DESCALE(v, n) = floor((v + 2^(n-1)) / 2^n)``."""
+    eye = np.eye(8, dtype=np.int64)
+    fwd = np.array([_islow_fdct_1d(eye[:, j]) for j in range(8)], dtype=np.int64).T
+    inv = np.array([_islow_idct_1d(eye[:, j]) for j in range(8)], dtype=np.int64).T
+    return fwd, inv
+
+
 def _dct_matrix() -> np.ndarray:
+    """The orthonormal 8-point DCT-II matrix (coeffs = D @ block @ D.T); the islow matrices
+    are 2^13 sqrt(8) times it (DC row 2^13), rounded."""
     k = np.arange(8)
     D = np.cos((2 * k[None, :] + 1) * k[:, None] * np.pi / 16) * 0.5
     D[0] /= np.sqrt(2)
-    return D  # orthonormal: coeffs = D @ block @ D.T
+    return D
 
 
-def _blocks_dct(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """Quantize-dequantize the 8x8 blocks of p (N, H8, W8) in level-shifted units."""
+@lru_cache(maxsize=64)
+def _jpeg_consts(device: torch.device, wide: torch.dtype, quality: int):
+    """Per device, wide dtype and quality: the islow matrices in the layouts the passes use,
+    their DESCALE biases (pre-scaled), and the luma / chroma quantizer tables."""
+    fwd, inv = islow_matrices()
+    f32 = dict(device=device, dtype=torch.float32)
+    fw = dict(device=device, dtype=wide)
+    # pass 1 of the forward DCT sees samples 0..255: the level shift (-128) only moves the DC
+    # output (the other rows sum to 0), by -128 * 2^16; it is folded into the DESCALE bias
+    b1 = np.full(8, 1 << 10, dtype=np.float64)
+    b1[0] -= 128 * fwd[0].sum()
+    out = {"fwd16": torch.tensor(np.kron(np.eye(2), fwd.T), **f32),   # two blocks per row
+           "b1": torch.tensor(np.tile(b1, 2) / 2048.0, **f32),
+           "fwd": torch.tensor(fwd, **fw), "b2": torch.full((8, 1), 0.5, **fw),
+           "inv": torch.tensor(inv, **fw), "b3": torch.full((8, 1), 0.5, **fw),
+           "invT": torch.tensor(inv.T.copy(), **fw), "b4": torch.full((8,), 128.5, **fw)}
+    return out
+
+
+@lru_cache(maxsize=128)
+def _quantizer(device: torch.device, quality: int, chroma: bool, W: int):
+    """libjpeg's quantizer, |c| -> (|c| + 4q) // 8q (its reciprocal multiply is exact for
+    these ranges), as floor((|c| + 4q + 0.5) / 8q) in float32 (exact for |c| < 2^15): the
+    tables (4q + 0.5, 1 / 8q, q) tiled over 8 rows of ``W`` samples (rows v, column 8 j + u)."""
+    q = quant_table(_CHROMA_Q if chroma else _LUMA_Q, quality)
+    f32 = dict(device=device, dtype=torch.float32)
+    return tuple(torch.tensor(np.tile(t, (1, W // 8)), **f32) for t in (4 * q + 0.5, 1.0 / (8 * q), q))
+
+
+def _islow_roundtrip(p: torch.Tensor, tables, K, wide: torch.dtype) -> torch.Tensor:
+    """libjpeg's islow DCT, quantization, dequantization and islow IDCT of the 8x8 blocks of
+    the samples ``p`` (N, 8 Hb, 8 Wb), integer-valued float32 in 0..255, contiguous; returns
+    the decoded samples (same shape, float32, clamped to 0..255 as jidctint.c's range limit,
+    which wraps mod 1024 first: different only for IDCT outputs beyond +-512, which need a
+    dozen coefficients rounded up in the same direction and were never seen)."""
     N, H, W = p.shape
-    D = torch.from_numpy(_dct_matrix()).to(p.dtype).to(p.device)
-    b = p.reshape(N, H // 8, 8, W // 8, 8).permute(0, 1, 3, 2, 4)
-    c = D @ b @ D.T
-    qt = torch.from_numpy(q).to(p.dtype).to(p.device)
-    c = torch.round(c / qt) * qt
-    b = D.T @ c @ D
-    return b.permute(0, 1, 3, 2, 4).reshape(N, H, W)
+    nb = N * (H // 8)
+    # forward pass 1, rows (contract u): |fwd| row sums <= 2^16, samples < 2^8: exact in float32
+    t = torch.addmm(K["b1"], p.view(-1, 16), K["fwd16"], alpha=1.0 / 2048.0).floor_()
+    # forward pass 2, columns (contract v): |in| <= 2^12, sums up to 2^28: wide
+    t = torch.baddbmm(K["b2"], K["fwd"].expand(nb, 8, 8), t.view(nb, 8, W).to(wide), alpha=1.0 / 32768.0)
+    t = t.floor_().to(torch.float32)                              # the DCT x 8, |t| < 2^13
+    # quantize / dequantize: sign(t) floor((|t| + 4q + 0.5) / 8q) q
+    half, inv, q = tables
+    t = t.view(nb, 8, W)
+    d = t.abs().add_(half).mul_(inv).floor_().mul_(q).copysign_(t).to(wide)
+    # inverse pass 1, columns (contract the vertical frequency)
+    s = torch.baddbmm(K["b3"], K["inv"].expand(nb, 8, 8), d.view(nb, 8, W), alpha=1.0 / 2048.0).floor_()
+    # inverse pass 2, rows: DESCALE(., 18) + 128, clamped
+    o = torch.addmm(K["b4"], s.view(-1, 8), K["invT"], alpha=1.0 / (1 << 18))
+    return o.clamp_(0, 255.5).floor_().view(N, H, W).to(torch.float32)
 
 
 def _fancy_upsample(c: torch.Tensor, H: int, W: int) -> torch.Tensor:
-    """libjpeg h2v2 "fancy" (triangular) chroma upsampling: each output sample is
-    (9 nearest + 3 + 3 + 1 diagonal) / 16 of the four surrounding chroma samples."""
-    def up1d(t: torch.Tensor, dim: int) -> torch.Tensor:
-        n = t.shape[dim]
-        prev = torch.cat([t.narrow(dim, 0, 1), t.narrow(dim, 0, n - 1)], dim)
-        nxt = torch.cat([t.narrow(dim, 1, n - 1), t.narrow(dim, n - 1, 1)], dim) if n > 1 else t
-        a = 0.75 * t + 0.25 * prev
-        b = 0.75 * t + 0.25 * nxt
-        return torch.stack([a, b], dim + 1).flatten(dim, dim + 1)
-    return up1d(up1d(c, 1), 2)[:, :H, :W]
+    """libjpeg's h2v2 "fancy" (triangular) chroma upsampling (jdsample.c) of the decoded
+    chroma ``c`` (N, C, h, w) (its true size: ceil(H / 2) x ceil(W / 2)) to (N, C, H, W),
+    minus 128: ``3 nearer + farther`` rows (edge rows replicated), then per column
+    ``(3 nearer + farther + 8 | 7) >> 4`` (bias 8 for even, 7 for odd output columns, edge
+    columns replicated).  Widths <= 2 use plain replication, as libjpeg."""
+    N, C, h, w = c.shape
+    if w <= 2:
+        return c.repeat_interleave(2, 2).repeat_interleave(2, 3)[..., :H, :W] - 128.0
+    c3 = c * 3.0
+    v = c.new_empty(N, C, h, 2, w)                                 # rows 2i, 2i + 1
+    torch.add(c3[:, :, 1:], c[:, :, :-1], out=v[:, :, 1:, 0])
+    torch.add(c3[:, :, :-1], c[:, :, 1:], out=v[:, :, :-1, 1])
+    torch.add(c3[:, :, :1], c[:, :, :1], out=v[:, :, :1, 0])
+    torch.add(c3[:, :, -1:], c[:, :, -1:], out=v[:, :, -1:, 1])
+    v = v.view(N, C, 2 * h, w)[:, :, :H]
+    v3 = v.mul(3.0).add_(8.0 - 2048.0)                             # the bias, and - 128 x 16
+    o = c.new_empty(N, C, H, w, 2)                                 # columns 2j, 2j + 1
+    torch.add(v3[..., 1:], v[..., :-1], out=o[..., 1:, 0])
+    torch.add(v3[..., :-1], v[..., 1:], out=o[..., :-1, 1])
+    torch.add(v3[..., :1], v[..., :1], out=o[..., :1, 0])
+    torch.add(v3[..., -1:], v[..., -1:], out=o[..., -1:, 1])
+    o = o.view(N, C, H, 2 * w)
+    o[..., 1::2].sub_(1.0)                                         # bias 7 on odd columns
+    o = o.mul_(1.0 / 16.0).floor_()
+    return o if 2 * w == W else o[..., :W]
+
+
+def _pad_replicate(t: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """Edge replication of the last two dims of ``t`` up to (H, W)."""
+    h, w = t.shape[-2:]
+    if (h, w) == (H, W):
+        return t
+    if h == H:
+        return torch.cat([t, t[..., -1:].expand(*t.shape[:-1], W - w)], -1)
+    if w != W:
+        t = torch.cat([t, t[..., -1:].expand(*t.shape[:-1], W - w)], -1)
+    return torch.cat([t, t[..., -1:, :].expand(*t.shape[:-2], H - h, W)], -2)
 
 
 def jpeg_compression(x: torch.Tensor, severity: int, draws: TorchDraws | None = None,
                      table: str = "imagenet") -> torch.Tensor:
+    """JPEG encode + decode at the table's quality, as Pillow (libjpeg-turbo) does it, bit-exact
+    (see the section comment)."""
     quality = table_params(table, "jpeg_compression", severity)
     B, C, H, W = x.shape
-    rgb = x * 255.0
-    r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    cb = -0.168735892 * r - 0.331264108 * g + 0.5 * b + 128.0
-    cr = 0.5 * r - 0.418687589 * g - 0.081312411 * b + 128.0
-    Hp, Wp = -(-H // 16) * 16, -(-W // 16) * 16
-    ycc = torch.round(torch.stack([y, cb, cr], 1)).clamp_(0, 255)  # libjpeg works on uint8 samples
-    if (Hp, Wp) != (H, W):  # libjpeg pads the last MCU by edge replication
-        ycc = F.pad(ycc, (0, Wp - W, 0, Hp - H), mode="replicate")
-    y = ycc[:, 0]
-    chroma = torch.round(F.avg_pool2d(ycc[:, 1:], 2))  # (B, 2, Hp/2, Wp/2)
-    ql, qc = quant_table(_LUMA_Q, quality), quant_table(_CHROMA_Q, quality)
-    y = _blocks_dct(y - 128.0, ql) + 128.0
-    hc, wc = chroma.shape[-2:]
-    hc8, wc8 = -(-hc // 8) * 8, -(-wc // 8) * 8
-    if (hc8, wc8) != (hc, wc):
-        chroma = F.pad(chroma, (0, wc8 - wc, 0, hc8 - hc), mode="replicate")
-    chroma = _blocks_dct(chroma.reshape(B * 2, hc8, wc8) - 128.0, qc).reshape(B, 2, hc8, wc8) + 128.0
-    chroma = torch.round(chroma[..., :hc, :wc]).clamp_(0, 255)
-    y = y[:, :H, :W]
-    cb = _fancy_upsample(chroma[:, 0], H, W) - 128.0
-    cr = _fancy_upsample(chroma[:, 1], H, W) - 128.0
-    y = torch.round(y.clamp(0, 255))
-    r = y + 1.402 * cr
-    g = y - 0.344136286 * cb - 0.714136286 * cr
-    b = y + 1.772 * cb
-    out = torch.stack([r, g, b], 1).round().clamp(0, 255) / 255.0
-    return out.to(x.dtype)
+    wide = torch.float64 if x.device.type != "mps" else torch.float32
+    K = _jpeg_consts(x.device, wide, quality)
+    col = _jpeg_colour(x.device)
+    u = (x.to(torch.float32) * 255.0).round_().view(B, 3, H * W)  # Pillow sees uint8 images
+    # RGB -> YCbCr (jccolor.c): every partial sum is an integer below 2^24, exact in float32
+    ycc = torch.baddbmm(col["bias"], col["fwd"].expand(B, 3, 3), u, alpha=1.0 / 65536).floor_()
+    y, c = ycc[:, 0].view(B, H, W), ycc[:, 1:].view(B, 2, H, W)
+    # luma: blocks over the image replicated to whole blocks
+    H8, W8 = -(-H // 8) * 8, -(-W // 8) * 8
+    y = _pad_replicate(y, H8, W8)
+    # chroma: the image's right edge replicated to 2 x whole chroma blocks and its bottom to an
+    # even row count (jcprepct.c / jcsample.c), h2v2 downsampled with the bias 1, 2, 1, 2 ..
+    # per row, then the last chroma row replicated to whole blocks
+    hc, wc = -(-H // 2), -(-W // 2)
+    Wc = -(-wc // 8) * 16
+    c = _pad_replicate(c, 2 * hc, Wc)
+    s = c[:, :, 0::2] + c[:, :, 1::2]
+    s = torch.add(s[..., 0::2], col["bias12"][: Wc // 2]).add_(s[..., 1::2]).mul_(0.25).floor_()
+    s = _pad_replicate(s, -(-hc // 8) * 8, Wc // 2).reshape(B * 2, -1, Wc // 2)
+    y = _islow_roundtrip(y.contiguous(), _quantizer(x.device, quality, False, W8), K, wide)[:, :H, :W]
+    c = _islow_roundtrip(s.contiguous(), _quantizer(x.device, quality, True, Wc // 2), K, wide)
+    c = c.view(B, 2, -1, Wc // 2)[..., :hc, :wc]
+    c = _fancy_upsample(c, H, W).reshape(B, 2, H * W)              # Cb - 128, Cr - 128
+    # YCbCr -> RGB (jdcolor.c): the table terms (in 2^-16 units, exact in float32), rounded
+    rgb = torch.baddbmm(col["half"], col["inv"].expand(B, 3, 2), c).floor_().view(B, 3, H, W)
+    return rgb.add_(y.unsqueeze(1)).clamp_(0, 255).div_(255.0).to(x.dtype)
+
+
+@lru_cache(maxsize=16)
+def _jpeg_colour(device: torch.device):
+    f32 = dict(device=device, dtype=torch.float32)
+    return {"fwd": torch.tensor(_RGB_YCC, **f32), "bias": torch.tensor(_RGB_YCC_BIAS / 65536, **f32).view(3, 1),
+            "inv": torch.tensor(_YCC_RGB / 65536.0, **f32), "half": torch.full((3, 1), 0.5, **f32),
+            "bias12": torch.tensor([1.0, 2.0], **f32).repeat(4096)}
 
 
 FUNCTIONS = {
