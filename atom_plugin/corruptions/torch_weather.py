@@ -176,25 +176,69 @@ def fog(x: torch.Tensor, severity: int, draws: TorchDraws, table: str = "imagene
 
 
 # -- spatter ---------------------------------------------------------------------------
+def _pad101(t: torch.Tensor) -> torch.Tensor:
+    """Pad the last two axes by one pixel with OpenCV's default border (reflect-101)."""
+    if t.is_floating_point() and t.shape[-1] >= 2 and t.shape[-2] >= 2:
+        return F.pad(t, (1, 1, 1, 1), mode="reflect")
+    return pad2d(t, 1, "mirror")
+
+
+def _box_sum3(t: torch.Tensor) -> torch.Tensor:
+    """Sums over the 3 x 3 window of (B, 1, H, W) ``t`` with reflect-101 borders (cv2.blur's
+    window), as two separable passes of shifted views."""
+    p = _pad101(t)
+    r = p[..., :-2] + p[..., 1:-1]
+    r += p[..., 2:]
+    s = r[..., :-2, :] + r[..., 1:-1, :]
+    s += r[..., 2:, :]
+    return s
+
+
 def _box3(t: torch.Tensor) -> torch.Tensor:
-    """cv2.blur(t, (3, 3)) with the default reflect-101 border; t (B, 1, H, W)."""
-    return F.avg_pool2d(pad2d(t, 1, "mirror"), 3, stride=1)
+    """cv2.blur(t, (3, 3)) of a float32 (B, 1, H, W): OpenCV sums the window in double and
+    scales by 1/9 in double before rounding to float32 (bit for bit the same here)."""
+    return (_box_sum3(t.to(torch.float64)) * (1.0 / 9)).to(torch.float32)
 
 
 def _equalize(d: torch.Tensor) -> torch.Tensor:
     """cv2.equalizeHist on uint8-valued (B, 1, H, W): lut[v] = round((cdf[v] - cdf[vmin])
     * (255 / (N - hist[vmin]))) in float32; an image of one value is left as it is."""
     B = d.shape[0]
-    v = d.reshape(B, -1).long().clamp_(0, 255)
-    hist = torch.zeros(B, 256, device=d.device, dtype=torch.float32).scatter_add_(
-        1, v, torch.ones_like(v, dtype=torch.float32))
+    v = d.reshape(B, -1).to(torch.int64).clamp_(0, 255)
+    offset = torch.arange(0, 256 * B, 256, device=d.device).unsqueeze(1)
+    hist = torch.bincount((v + offset).reshape(-1), minlength=256 * B).reshape(B, 256).to(torch.float32)
     cdf = hist.cumsum(1)
     cmin = torch.where(hist > 0, cdf, torch.full_like(cdf, float("inf"))).amin(1, keepdim=True)
     total = cdf[:, -1:]
     scale = torch.full_like(total, 255.0) / (total - cmin).clamp_min(1)
-    lut = ((cdf - cmin) * scale).round().clamp_(0, 255)
+    lut = ((cdf - cmin) * scale).round_().clamp_(0, 255)
     lut = torch.where(total > cmin, lut, torch.arange(256, device=d.device, dtype=lut.dtype).expand_as(lut))
     return lut.gather(1, v).reshape(d.shape).to(d.dtype)
+
+
+def _relief(d: torch.Tensor) -> torch.Tensor:
+    """cv2.filter2D(d, cv2.CV_8U, [[-2, -1, 0], [-1, 1, 1], [0, 1, 2]]) of uint8-valued
+    float (B, 1, H, W): integer sums (exact), reflect-101 borders, saturated to [0, 255]."""
+    p = _pad101(d)
+    H, W = d.shape[-2:]
+    out = p[..., 2:, 2:] - p[..., :H, :W]
+    out *= 2
+    out += p[..., 1:H + 1, 2:]
+    out -= p[..., 1:H + 1, :W]
+    out += p[..., 2:, 1:W + 1]
+    out -= p[..., :H, 1:W + 1]
+    out += d
+    return out.clamp_(0, 255)
+
+
+def _dilate3(e: torch.Tensor) -> torch.Tensor:
+    """3 x 3 binary dilation of a bool (B, 1, H, W), nothing outside the image."""
+    p = F.pad(e, (1, 1, 1, 1))
+    r = p[..., :-2] | p[..., 1:-1]
+    r |= p[..., 2:]
+    s = r[..., :-2, :] | r[..., 1:-1, :]
+    s |= r[..., 2:, :]
+    return s
 
 
 #: OpenCV Canny's fixed-point tan(22.5 deg) (CANNY_SHIFT = 15)
@@ -206,68 +250,120 @@ def canny(u: torch.Tensor, low: float = 50, high: float = 150) -> torch.Tensor:
     Sobel with replicated borders, |dx| + |dy|, OpenCV's non-maximum suppression (its
     fixed-point direction sectors and its strict / non-strict neighbour comparisons), then
     hysteresis: candidates above ``low`` that are 8-connected, through candidates, to one
-    above ``high``.  Returns a bool edge map."""
-    t = u.to(torch.float32)  # integer arithmetic below 2^24: exact in float32
+    above ``high``.  Returns a bool edge map.  Integer arithmetic below 2^24 throughout, so
+    exact in float32 (the sector tests compare multiples of powers of two)."""
+    t = u.to(torch.float32)
+    H, W = t.shape[-2:]
     p = F.pad(t, (1, 1, 1, 1), mode="replicate")
-    kx = t.new_tensor([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]).view(1, 1, 3, 3)
-    dx = F.conv2d(p, kx)
-    dy = F.conv2d(p, kx.transpose(2, 3))
-    m = dx.abs() + dy.abs()
-    mp = F.pad(m, (1, 1, 1, 1), value=0.0)
-    H, W = m.shape[-2:]
+    hd = p[..., 2:] - p[..., :-2]  # (H + 2, W): the separable Sobel, [1 2 1] x [-1 0 1]
+    dx = hd[..., :-2, :] + hd[..., 2:, :]
+    dx.add_(hd[..., 1:-1, :], alpha=2)
+    vd = p[..., 2:, :] - p[..., :-2, :]
+    dy = vd[..., :-2] + vd[..., 2:]
+    dy.add_(vd[..., 1:-1], alpha=2)
+    ax, ay = dx.abs(), dy.abs()
+    m = ax + ay
+    mp = F.pad(m, (1, 1, 1, 1))
 
     def nb(oy, ox):
         return mp[..., 1 + oy:1 + oy + H, 1 + ox:1 + ox + W]
 
-    ax, ay = dx.abs().to(torch.int64), dy.abs().to(torch.int64) * (1 << 15)
-    tg22 = ax * _TG22
-    tg67 = tg22 + ax * (1 << 16)
-    horiz = ay < tg22
-    vert = ~horiz & (ay > tg67)
-    opposite = (dx < 0) != (dy < 0)
+    tg22 = ax * float(_TG22)
+    horiz = ay * 32768.0 < tg22  # (ay << 15) < tg22
+    vert = (ay - 2 * ax).mul_(32768.0) > tg22  # (ay << 15) > tg22 + (ax << 16)
     keep_h = (m > nb(0, -1)) & (m >= nb(0, 1))
     keep_v = (m > nb(-1, 0)) & (m >= nb(1, 0))
-    keep_d = torch.where(opposite, (m > nb(-1, 1)) & (m > nb(1, -1)), (m > nb(-1, -1)) & (m > nb(1, 1)))
-    keep = torch.where(horiz, keep_h, torch.where(vert, keep_v, keep_d))
+    opposite = (dx < 0) ^ (dy < 0)
+    dmax = torch.where(opposite, torch.maximum(nb(-1, 1), nb(1, -1)), torch.maximum(nb(-1, -1), nb(1, 1)))
+    keep = torch.where(horiz, keep_h, torch.where(vert, keep_v, m > dmax))
     cand = keep & (m > int(math.floor(low)))
-    edge = (cand & (m > int(math.floor(high)))).to(t.dtype)
-    candf = cand.to(t.dtype)
-    if torch.equal(edge, candf):  # every candidate is strong: nothing to grow
-        return edge > 0
-    while True:  # hysteresis: grow the strong edges through the candidates, 8 rounds at a time
-        for _ in range(8):
-            edge = F.max_pool2d(edge, 3, stride=1, padding=1) * candf
-        if torch.equal(edge, F.max_pool2d(edge, 3, stride=1, padding=1) * candf):
-            return edge > 0
+    edge = cand & (m > int(math.floor(high)))
+    if torch.equal(edge, cand):  # every candidate is strong: nothing to grow
+        return edge
+    while True:  # hysteresis: grow the strong edges through the candidates, 4 rounds at a time
+        for _ in range(4):
+            edge = _dilate3(edge) & cand
+        grown = _dilate3(edge) & cand
+        if torch.equal(grown, edge):
+            return edge
+        edge = grown
 
 
-#: cv2.distanceTransform(DIST_L2, 5): chamfer steps 1 (straight), 1.4 (diagonal), 2.1969 (knight)
-_CHAMFER = (1.0, 1.4, 2.1969)
+#: cv2.distanceTransform(DIST_L2, 5)'s float32 steps: straight 1, diagonal 1.4, knight 2.1969
+_CHAMFER = (1.0, float(np.float32(1.4)), float(np.float32(2.1969)))
+
+
+def _chamfer_forward(d: torch.Tensor, rounds: int, big: float) -> torch.Tensor:
+    """The fixed point of OpenCV's forward raster pass (each pixel: min of itself and its
+    eight forward neighbours (row above / two above / left) plus their step, in float32),
+    by Jacobi rounds over the whole image: the pass's dependencies form a DAG, so the fixed
+    point is its result; a value below the cap needs at most ``rounds`` steps."""
+    a, b, c = _CHAMFER
+    H, W = d.shape[-2:]
+    P = torch.full((*d.shape[:-2], H + 2, W + 4), big, dtype=d.dtype, device=d.device)
+    inner = P[..., 2:, 2:W + 2]
+    inner.copy_(d)
+    up2, up1, row = P[..., 0:H, :], P[..., 1:H + 1, :], P[..., 2:H + 2, :]
+    for it in range(rounds):
+        knight = torch.minimum(up2[..., 1:W + 1], up2[..., 3:W + 3])
+        torch.minimum(knight, up1[..., 0:W], out=knight)
+        torch.minimum(knight, up1[..., 4:W + 4], out=knight)
+        knight += c
+        diag = torch.minimum(up1[..., 1:W + 1], up1[..., 3:W + 3])
+        diag += b
+        straight = torch.minimum(up1[..., 2:W + 2], row[..., 1:W + 1])
+        straight += a
+        torch.minimum(knight, diag, out=knight)
+        torch.minimum(knight, straight, out=knight)
+        new = torch.minimum(inner, knight)
+        if (it % 4 == 3 or it == rounds - 1) and torch.equal(new, inner):
+            break
+        inner.copy_(new)
+    return inner
 
 
 def chamfer_distance(sources: torch.Tensor, cap: float = 20.0) -> torch.Tensor:
     """cv2.distanceTransform(src, DIST_L2, 5) of a (B, 1, H, W) bool map of the zero pixels
-    (``sources``), capped at ``cap`` (what cv2.threshold(TRUNC) keeps): the shortest path
-    with the 5 x 5 chamfer mask's steps, inside the image, summed in float32 from the
-    source as OpenCV does.  Relaxed ``cap`` times (every step is >= 1): exact up to the cap."""
-    a, b, c = _CHAMFER
-    big = float(cap + 8)
-    d = torch.where(sources, torch.zeros(sources.shape, dtype=torch.float32, device=sources.device),
-                    torch.full(sources.shape, big, dtype=torch.float32, device=sources.device))
-    H, W = d.shape[-2:]
-    steps = [(0, 1, a), (1, 0, a), (0, -1, a), (-1, 0, a), (1, 1, b), (1, -1, b), (-1, 1, b), (-1, -1, b),
-             (1, 2, c), (2, 1, c), (-1, 2, c), (-2, 1, c), (1, -2, c), (2, -1, c), (-1, -2, c), (-2, -1, c)]
-    p = torch.full((*d.shape[:-2], H + 4, W + 4), big, dtype=d.dtype, device=d.device)
-    inner = p[..., 2:2 + H, 2:2 + W]
-    inner.copy_(d)
-    for it in range(int(math.ceil(cap))):
-        new = inner.clone()
-        for oy, ox, w in steps:
-            torch.minimum(new, p[..., 2 + oy:2 + oy + H, 2 + ox:2 + ox + W] + w, out=new)
-        if it % 4 == 3 and torch.equal(new, inner):  # converged (checked every 4 rounds)
-            break
-        inner.copy_(new)
-    return inner.clamp(max=cap)
+    (``sources``), capped at ``cap`` (what cv2.threshold(TRUNC) keeps), bit for bit: OpenCV
+    runs a forward and a backward raster pass, summing the 5 x 5 chamfer mask's float32
+    steps from the source; each pass is computed here as its fixed point (the backward pass
+    is the forward one on the image turned by 180 degrees).  Any device."""
+    big = float(2 * cap + 8)  # "no source within reach": above the cap even after a step
+    d = torch.where(sources, torch.zeros((), dtype=torch.float32, device=sources.device),
+                    torch.full((), big, dtype=torch.float32, device=sources.device))
+    rounds = int(math.ceil(cap)) + 1  # every step is >= 1: a path below the cap is shorter
+    d = _chamfer_forward(d, rounds, big)
+    d = _chamfer_forward(d.flip(-2, -1), rounds, big).flip(-2, -1)
+    return d.clamp(max=cap)
+
+
+def _chamfer_distance_cv2(sources: torch.Tensor, cap: float = 20.0) -> torch.Tensor:
+    """chamfer_distance on the CPU with OpenCV itself, the batch in ONE call: the images are
+    stacked with ``ceil(cap) + 1`` rows of non-sources between them, so a path from one image
+    to another costs more than the cap (and a path that leaves its image and comes back is
+    longer than one that stays: the capped distances are the per-image ones)."""
+    import cv2
+
+    B, _, H, W = sources.shape
+    gap = int(math.ceil(cap)) + 1
+    tiled = torch.full((B, H + gap, W), 255, dtype=torch.uint8)
+    tiled[:, :H].masked_fill_(sources[:, 0], 0)
+    d = cv2.distanceTransform(tiled.view(B * (H + gap), W).numpy(), cv2.DIST_L2, 5)
+    return torch.from_numpy(d).view(B, H + gap, W)[:, None, :H].clamp(max=cap)
+
+
+def _water_distance(lq8: torch.Tensor) -> torch.Tensor:
+    """The water spatter's 8-bit relief of the liquid layer (uint8-valued float32): OpenCV's
+    Canny edges, their distance transform capped at 20, cv2.blur (truncated to 8 bits),
+    equalizeHist, the relief kernel, cv2.blur (8 bits, rounded)."""
+    edges = canny(lq8)
+    if edges.device.type == "cpu":
+        d = _chamfer_distance_cv2(edges)
+    else:
+        d = chamfer_distance(edges)
+    dist = torch.floor_(_box3(d))
+    dist = _relief(_equalize(dist))
+    return _box_sum3(dist).mul_(1.0 / 9).round_()
 
 
 def spatter(x: torch.Tensor, severity: int, draws: TorchDraws, table: str = "imagenet") -> torch.Tensor:
@@ -278,25 +374,19 @@ def spatter(x: torch.Tensor, severity: int, draws: TorchDraws, table: str = "ima
     ldt = torch.float64 if getattr(draws, "dtype", torch.float32) == torch.float64 else torch.float32
     liquid = draws.normal((B, H, W), loc, scale).to(ldt).unsqueeze(1)
     liquid = gaussian_filter(liquid, sigma)
-    liquid = torch.where(liquid < thr, torch.zeros_like(liquid), liquid)
     if mud:
         m = gaussian_filter((liquid > thr).to(x.dtype), intensity)
         m = torch.where(m < 0.8, torch.zeros_like(m), m)
         color = x.new_tensor([63 / 255.0, 42 / 255.0, 20 / 255.0]).view(1, 3, 1, 1)
         return (x * (1 - m) + color * m).clamp_(0, 1)
-    # water: OpenCV's Canny edges of the 8-bit layer, their chamfer distance transform
-    lq8 = torch.floor(liquid * 255)
-    dist = chamfer_distance(canny(lq8))
-    dist = torch.floor(_box3(dist))
-    dist = _equalize(dist)
-    ker = dist.new_tensor([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]]).view(1, 1, 3, 3)
-    dist = F.conv2d(pad2d(dist, 1, "mirror"), ker).round().clamp_(0, 255)
-    dist = _box3(dist).round()  # cv2.blur of an 8-bit image is 8-bit (rounded)
-    m = lq8 * dist
+    # water: the 8-bit liquid layer (exact integers from here on, float32)
+    lq8 = torch.floor(liquid.masked_fill_(liquid < thr, 0) * 255).to(torch.float32)
+    m = lq8 * _water_distance(lq8)
     mx = m.amax(dim=(2, 3), keepdim=True)
-    m = torch.where(mx > 0, m / mx.clamp_min(1e-12), torch.zeros_like(m)) * intensity
-    color = x.new_tensor([175 / 255.0, 238 / 255.0, 238 / 255.0]).view(1, 3, 1, 1)
-    return (x + (m * color).clamp(0, 1)).clamp_(0, 1)
+    # the reference's float32 arithmetic, operation by operation
+    m = torch.where(mx > 0, m / mx.clamp_min(1), torch.zeros_like(m)) * float(np.float32(intensity))
+    color = torch.tensor([175 / 255.0, 238 / 255.0, 238 / 255.0], dtype=torch.float32, device=x.device)
+    return (x + (m * color.view(1, 3, 1, 1)).to(x.dtype)).clamp_(0, 1)
 
 
 FUNCTIONS = {"snow": snow, "frost": frost, "fog": fog, "spatter": spatter}
