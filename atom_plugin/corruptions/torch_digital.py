@@ -248,11 +248,50 @@ def nearest_index(n_in: int, n_out: int) -> np.ndarray:
     return np.minimum(out, n_in - 1)
 
 
+@lru_cache(maxsize=256)
+def _box_plan(n_in: int, n_out: int, device: torch.device):
+    """Pillow's BOX pass ``n_in -> n_out`` as window sums and a rounding: output o sums the
+    ``n_o`` consecutive inputs from ``lo_o`` (the 0/1 weights of :func:`box_matrix`).
+    Returns ``(index (K, n_out), offset (n_out, 1), scale (n_out, 1))``: ``index[j]`` is
+    ``lo + j``, or ``n_in`` (a zero row) past the window; Pillow's ``(S kk + 2^21) >> 22``
+    (kk: its 22-bit weight 1 / n_o) equals ``floor((S + offset) * scale)`` in float32 for
+    every 8-bit sum S (checked here exhaustively); None if no such form is found."""
+    A = box_matrix(n_in, n_out)
+    nz = A > 0
+    n = nz.sum(1)
+    lo = nz.argmax(1)
+    K = int(n.max())
+    idx = np.full((K, n_out), n_in, dtype=np.int64)
+    off = np.zeros(n_out, dtype=np.float32)
+    scale = np.zeros(n_out, dtype=np.float32)
+    forms = {}
+    for o in range(n_out):
+        if n[o] == 0 or not nz[o, lo[o]:lo[o] + n[o]].all():
+            return None  # pragma: no cover - Pillow's windows are contiguous and non-empty
+        idx[:n[o], o] = lo[o] + np.arange(n[o])
+        key = (int(n[o]), int(A[o, lo[o]]))
+        if key not in forms:
+            S = np.arange(255 * key[0] + 1, dtype=np.int64)
+            want = (S * key[1] + (1 << (_PRECISION - 1))) >> _PRECISION
+            inv = np.float32(1.0) / np.float32(key[0])
+            forms[key] = None
+            for c in np.arange(0.25, key[0] + 0.25, 0.25, dtype=np.float32):
+                if np.array_equal(np.floor((S.astype(np.float32) + c) * inv).astype(np.int64), want):
+                    forms[key] = (c, inv)
+                    break
+        if forms[key] is None:
+            return None  # pragma: no cover - then the exact float64 weights of _pil_pass
+        off[o], scale[o] = forms[key]
+    return (torch.from_numpy(idx).to(device), torch.from_numpy(off).to(device).view(-1, 1),
+            torch.from_numpy(scale).to(device).view(-1, 1))
+
+
 def _pil_pass(u: torch.Tensor, A: np.ndarray, dim: int) -> torch.Tensor:
-    """One Pillow BOX pass on 8-bit values ``u`` along ``dim`` (-1 or -2), exact.  The
-    non-zero weights of an output are all equal (1 / count, rounded to 22 bits: ``kk``), so
-    the pass is a 0/1 box sum (exact in float32) times ``kk``, rounded and shifted like
-    Pillow in float64 (exact: the products are integers below 2^53)."""
+    """One Pillow BOX pass on 8-bit values ``u`` along ``dim`` (-1 or -2), exact, with dense
+    0/1 matmuls (the fallback of :func:`_box_rows`).  The non-zero weights of an output are
+    all equal (1 / count, rounded to 22 bits: ``kk``), so the pass is a 0/1 box sum (exact in
+    float32) times ``kk``, rounded and shifted like Pillow in float64 (exact: the products
+    are integers below 2^53)."""
     if A.shape[0] == A.shape[1] and np.array_equal(A, np.eye(A.shape[0]) * (1 << _PRECISION)):
         return u  # Pillow skips a pass whose size does not change
     ones = torch.from_numpy((A > 0).astype(np.float32)).to(u.device)
@@ -265,27 +304,51 @@ def _pil_pass(u: torch.Tensor, A: np.ndarray, dim: int) -> torch.Tensor:
     return v.clamp_(0, 255).to(u.dtype)
 
 
+def _box_rows(u: torch.Tensor, n_out: int) -> torch.Tensor:
+    """Pillow's BOX pass over the rows (dim -2) of the 8-bit values ``u`` (..., n_in, L),
+    exact: each output row is the sum of its window's rows (whole-row index_selects),
+    rounded as Pillow."""
+    n_in = u.shape[-2]
+    if n_in == n_out:
+        return u  # Pillow skips a pass whose size does not change
+    plan = _box_plan(n_in, n_out, u.device)
+    if plan is None:  # pragma: no cover
+        return _pil_pass(u, box_matrix(n_in, n_out), -2)
+    idx, off, scale = plan
+    up = torch.cat([u, u.new_zeros(*u.shape[:-2], 1, u.shape[-1])], -2) if idx.shape[0] > 1 else u
+    S = up.index_select(-2, idx[0])
+    for j in range(1, idx.shape[0]):
+        S.add_(up.index_select(-2, idx[j]))
+    return S.add_(off).mul_(scale).floor_()
+
+
 def pixelate(x: torch.Tensor, severity: int, draws: TorchDraws | None = None, table: str = "imagenet") -> torch.Tensor:
     """Pillow BOX downscale to ``int(side c)`` (horizontal then vertical pass, each
     rounded to 8 bits with Pillow's fixed-point weights), then back up with NEAREST
     (imagecorruptions) or BOX (CIFAR / Tiny-ImageNet generators; upscaling, it copies the
-    input pixel under each output centre).  Exact (the output is 8-bit)."""
+    input pixel under each output centre).  Exact (the output is 8-bit).  The horizontal
+    pass runs on the transposed image, so that both passes add whole rows."""
     c = table_params(table, "pixelate", severity)
-    H, W = x.shape[-2:]
+    B, C, H, W = x.shape
     h, w = int(H * c), int(W * c)
     if h < 1 or w < 1:
         raise ValueError(f"`images` of size {H}x{W} are too small for 'pixelate' at severity {severity}: "
                          f"int(side x {c}) must be >= 1.")
-    u = torch.round(x.float() * 255.0)  # Pillow sees uint8 images
-    small = _pil_pass(u, box_matrix(W, w), -1)
-    small = _pil_pass(small, box_matrix(H, h), -2)
+    # Pillow sees uint8 images: round(255 x), written transposed (B, C, W, H)
+    ut = torch.empty(B, C, W, H, dtype=torch.float32, device=x.device)
+    torch.mul(x.transpose(-1, -2), 255.0, out=ut).round_()
+    small = _box_rows(ut, w).transpose(-1, -2).contiguous()          # (B, C, H, w)
+    small = _box_rows(small, h).div_(255.0)                          # (B, C, h, w)
     if table == "imagenet":
         ih, iw = nearest_index(h, H), nearest_index(w, W)
     else:
         ih = np.minimum(((np.arange(H) + 0.5) * (h / H)).astype(np.int64), h - 1)
         iw = np.minimum(((np.arange(W) + 0.5) * (w / W)).astype(np.int64), w - 1)
-    out = small.index_select(-2, torch.from_numpy(ih).to(x.device)).index_select(-1, torch.from_numpy(iw).to(x.device))
-    return (out / 255.0).to(x.dtype)
+    if w != W:
+        iw = torch.from_numpy(iw).to(x.device)
+        small = torch.gather(small, -1, iw.view(1, 1, 1, W).expand(B, C, h, W))
+    out = small.index_select(-2, torch.from_numpy(ih).to(x.device)) if h != H else small
+    return out.to(x.dtype)
 
 
 # -- JPEG ------------------------------------------------------------------------------
@@ -393,10 +456,10 @@ def _dct_matrix() -> np.ndarray:
     return D
 
 
-@lru_cache(maxsize=64)
-def _jpeg_consts(device: torch.device, wide: torch.dtype, quality: int):
-    """Per device, wide dtype and quality: the islow matrices in the layouts the passes use,
-    their DESCALE biases (pre-scaled), and the luma / chroma quantizer tables."""
+@lru_cache(maxsize=16)
+def _jpeg_consts(device: torch.device, wide: torch.dtype):
+    """Per device and wide dtype: the islow matrices in the layouts the passes use, scaled by
+    their DESCALE's 2^-n (exact), and the DESCALE biases (pre-scaled)."""
     fwd, inv = islow_matrices()
     f32 = dict(device=device, dtype=torch.float32)
     fw = dict(device=device, dtype=wide)
@@ -404,12 +467,11 @@ def _jpeg_consts(device: torch.device, wide: torch.dtype, quality: int):
     # output (the other rows sum to 0), by -128 * 2^16; it is folded into the DESCALE bias
     b1 = np.full(8, 1 << 10, dtype=np.float64)
     b1[0] -= 128 * fwd[0].sum()
-    out = {"fwd16": torch.tensor(np.kron(np.eye(2), fwd.T), **f32),   # two blocks per row
-           "b1": torch.tensor(np.tile(b1, 2) / 2048.0, **f32),
-           "fwd": torch.tensor(fwd, **fw), "b2": torch.full((8, 1), 0.5, **fw),
-           "inv": torch.tensor(inv, **fw), "b3": torch.full((8, 1), 0.5, **fw),
-           "invT": torch.tensor(inv.T.copy(), **fw), "b4": torch.full((8,), 128.5, **fw)}
-    return out
+    return {"fwd16": torch.tensor(np.kron(np.eye(2), fwd.T) / 2048.0, **f32),   # two blocks per row
+            "b1": torch.tensor(np.tile(b1, 2) / 2048.0, **f32),
+            "fwd": torch.tensor(fwd / 32768.0, **fw),
+            "inv": torch.tensor(inv / 2048.0, **fw),
+            "inv_tT": torch.tensor(inv.T / 262144.0, **fw)}
 
 
 @lru_cache(maxsize=128)
@@ -427,23 +489,26 @@ def _islow_roundtrip(p: torch.Tensor, tables, K, wide: torch.dtype) -> torch.Ten
     the samples ``p`` (N, 8 Hb, 8 Wb), integer-valued float32 in 0..255, contiguous; returns
     the decoded samples (same shape, float32, clamped to 0..255 as jidctint.c's range limit,
     which wraps mod 1024 first: different only for IDCT outputs beyond +-512, which need a
-    dozen coefficients rounded up in the same direction and were never seen)."""
+    dozen coefficients rounded up in the same direction and were never seen).  Each pass is
+    ``floor(M 2^-n @ in + 1/2)`` (DESCALE by n bits), exact: float32 where the sums stay below
+    2^24, ``wide`` (float64) where they do not."""
     N, H, W = p.shape
     nb = N * (H // 8)
-    # forward pass 1, rows (contract u): |fwd| row sums <= 2^16, samples < 2^8: exact in float32
-    t = torch.addmm(K["b1"], p.view(-1, 16), K["fwd16"], alpha=1.0 / 2048.0).floor_()
+    # forward pass 1, rows (contract u; 2 blocks per 16-wide matmul row): |fwd| row sums
+    # <= 2^16, samples < 2^8, exact in float32
+    t = torch.mm(p.view(-1, 16), K["fwd16"]).add_(K["b1"]).floor_().to(wide)
     # forward pass 2, columns (contract v): |in| <= 2^12, sums up to 2^28: wide
-    t = torch.baddbmm(K["b2"], K["fwd"].expand(nb, 8, 8), t.view(nb, 8, W).to(wide), alpha=1.0 / 32768.0)
-    t = t.floor_().to(torch.float32)                              # the DCT x 8, |t| < 2^13
-    # quantize / dequantize: sign(t) floor((|t| + 4q + 0.5) / 8q) q
+    t = torch.matmul(K["fwd"], t.view(nb, 8, W)).add_(0.5).floor_()     # the DCT x 8, |t| < 2^13
+    # quantize / dequantize: sign(t) floor((|t| + 4q + 0.5) / 8q) q, in float32
     half, inv, q = tables
-    t = t.view(nb, 8, W)
-    d = t.abs().add_(half).mul_(inv).floor_().mul_(q).copysign_(t).to(wide)
+    a = t.to(torch.float32).abs_().add_(half).mul_(inv).floor_().mul_(q)
+    d = torch.copysign(a, t, out=t)
     # inverse pass 1, columns (contract the vertical frequency)
-    s = torch.baddbmm(K["b3"], K["inv"].expand(nb, 8, 8), d.view(nb, 8, W), alpha=1.0 / 2048.0).floor_()
-    # inverse pass 2, rows: DESCALE(., 18) + 128, clamped
-    o = torch.addmm(K["b4"], s.view(-1, 8), K["invT"], alpha=1.0 / (1 << 18))
-    return o.clamp_(0, 255.5).floor_().view(N, H, W).to(torch.float32)
+    s = torch.matmul(K["inv"], d).add_(0.5).floor_()
+    # inverse pass 2, rows (contract the horizontal frequency), as 8 x 8 @ 8 x (blocks of a
+    # row): out[., u, j] is sample 8 j + u; DESCALE(., 18) + 128, clamped
+    o = torch.mm(s.view(-1, 8), K["inv_tT"]).add_(128.5).floor_()
+    return o.view(N, H, W).to(torch.float32).clamp_(0, 255)
 
 
 def _fancy_upsample(c: torch.Tensor, H: int, W: int) -> torch.Tensor:
@@ -493,12 +558,16 @@ def jpeg_compression(x: torch.Tensor, severity: int, draws: TorchDraws | None = 
     quality = table_params(table, "jpeg_compression", severity)
     B, C, H, W = x.shape
     wide = torch.float64 if x.device.type != "mps" else torch.float32
-    K = _jpeg_consts(x.device, wide, quality)
+    K = _jpeg_consts(x.device, wide)
     col = _jpeg_colour(x.device)
     u = (x.to(torch.float32) * 255.0).round_().view(B, 3, H * W)  # Pillow sees uint8 images
     # RGB -> YCbCr (jccolor.c): every partial sum is an integer below 2^24, exact in float32
-    ycc = torch.baddbmm(col["bias"], col["fwd"].expand(B, 3, 3), u, alpha=1.0 / 65536).floor_()
-    y, c = ycc[:, 0].view(B, H, W), ycc[:, 1:].view(B, 2, H, W)
+    r, g, b = u[:, 0], u[:, 1], u[:, 2]
+    y = _affine3(r, g, b, _RGB_YCC[0] / 65536, _RGB_YCC_BIAS[0] / 65536).floor_().view(B, H, W)
+    c = torch.empty(B, 2, H * W, dtype=torch.float32, device=x.device)
+    _affine3(r, g, b, _RGB_YCC[1] / 65536, _RGB_YCC_BIAS[1] / 65536, out=c[:, 0])
+    _affine3(r, g, b, _RGB_YCC[2] / 65536, _RGB_YCC_BIAS[2] / 65536, out=c[:, 1])
+    c = c.floor_().view(B, 2, H, W)
     # luma: blocks over the image replicated to whole blocks
     H8, W8 = -(-H // 8) * 8, -(-W // 8) * 8
     y = _pad_replicate(y, H8, W8)
@@ -516,15 +585,25 @@ def jpeg_compression(x: torch.Tensor, severity: int, draws: TorchDraws | None = 
     c = c.view(B, 2, -1, Wc // 2)[..., :hc, :wc]
     c = _fancy_upsample(c, H, W).reshape(B, 2, H * W)              # Cb - 128, Cr - 128
     # YCbCr -> RGB (jdcolor.c): the table terms (in 2^-16 units, exact in float32), rounded
-    rgb = torch.baddbmm(col["half"], col["inv"].expand(B, 3, 2), c).floor_().view(B, 3, H, W)
+    cb, cr = c[:, 0], c[:, 1]
+    rgb = torch.empty(B, 3, H * W, dtype=torch.float32, device=x.device)
+    torch.mul(cr, _YCC_RGB[0, 1] / 65536, out=rgb[:, 0])
+    torch.mul(cb, _YCC_RGB[1, 0] / 65536, out=rgb[:, 1]).add_(cr, alpha=_YCC_RGB[1, 1] / 65536)
+    torch.mul(cb, _YCC_RGB[2, 0] / 65536, out=rgb[:, 2])
+    rgb = rgb.add_(0.5).floor_().view(B, 3, H, W)
     return rgb.add_(y.unsqueeze(1)).clamp_(0, 255).div_(255.0).to(x.dtype)
+
+
+def _affine3(r, g, b, w, bias, out=None):
+    """``w[0] r + w[1] g + w[2] b + bias`` with in-place adds."""
+    return torch.mul(r, float(w[0]), out=out).add_(g, alpha=float(w[1])).add_(b, alpha=float(w[2])).add_(float(bias))
 
 
 @lru_cache(maxsize=16)
 def _jpeg_colour(device: torch.device):
     f32 = dict(device=device, dtype=torch.float32)
-    return {"fwd": torch.tensor(_RGB_YCC, **f32), "bias": torch.tensor(_RGB_YCC_BIAS / 65536, **f32).view(3, 1),
-            "inv": torch.tensor(_YCC_RGB / 65536.0, **f32), "half": torch.full((3, 1), 0.5, **f32),
+    return {"fwd": torch.tensor(_RGB_YCC / 65536, **f32), "bias": torch.tensor(_RGB_YCC_BIAS / 65536, **f32).view(3, 1),
+            "inv": torch.tensor(_YCC_RGB / 65536.0, **f32),
             "bias12": torch.tensor([1.0, 2.0], **f32).repeat(4096)}
 
 
