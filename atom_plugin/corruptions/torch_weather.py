@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._common import gaussian_filter, pad2d, to_gray
+from ._common import gaussian_filter, gaussian_kernel1d, pad2d, to_gray
 from .draws import TorchDraws
 from .tables import FROST_SCALE, FROST_TEXTURES, NATIVE_SIZE, SEVERITY_TABLES, table_params
 from .torch_blur import motion_blur_layer, zoom_matrix
@@ -176,6 +176,26 @@ def fog(x: torch.Tensor, severity: int, draws: TorchDraws, table: str = "imagene
 
 
 # -- spatter ---------------------------------------------------------------------------
+def _gaussian(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """gaussian_filter(x, sigma) (scipy's, mode "nearest", truncate 4) over the last two axes;
+    on images at least six kernels wide as shifted views (symmetric taps, about 2 r + 2 passes
+    per axis) instead of two dense (n, n) products, whose cost grows as n^3."""
+    r = int(4.0 * float(sigma) + 0.5)
+    H, W = x.shape[-2:]
+    if min(H, W) < 6 * (2 * r + 1):
+        return gaussian_filter(x, sigma)
+    k = gaussian_kernel1d(float(sigma), r).tolist()
+    p = F.pad(x, (r, r, 0, 0), mode="replicate")
+    y = p[..., r:r + W] * k[r]
+    for j in range(1, r + 1):
+        y.add_(p[..., r - j:r - j + W] + p[..., r + j:r + j + W], alpha=k[r + j])
+    p = F.pad(y, (0, 0, r, r), mode="replicate")
+    z = p[..., r:r + H, :] * k[r]
+    for j in range(1, r + 1):
+        z.add_(p[..., r - j:r - j + H, :] + p[..., r + j:r + j + H, :], alpha=k[r + j])
+    return z
+
+
 def _pad101(t: torch.Tensor) -> torch.Tensor:
     """Pad the last two axes by one pixel with OpenCV's default border (reflect-101)."""
     if t.is_floating_point() and t.shape[-1] >= 2 and t.shape[-2] >= 2:
@@ -204,16 +224,17 @@ def _equalize(d: torch.Tensor) -> torch.Tensor:
     """cv2.equalizeHist on uint8-valued (B, 1, H, W): lut[v] = round((cdf[v] - cdf[vmin])
     * (255 / (N - hist[vmin]))) in float32; an image of one value is left as it is."""
     B = d.shape[0]
+    # one histogram of 256 B bins: image b's values offset by 256 b
     v = d.reshape(B, -1).to(torch.int64).clamp_(0, 255)
-    offset = torch.arange(0, 256 * B, 256, device=d.device).unsqueeze(1)
-    hist = torch.bincount((v + offset).reshape(-1), minlength=256 * B).reshape(B, 256).to(torch.float32)
+    v += torch.arange(0, 256 * B, 256, device=d.device).unsqueeze(1)
+    hist = torch.bincount(v.view(-1), minlength=256 * B).view(B, 256).to(torch.float32)
     cdf = hist.cumsum(1)
     cmin = torch.where(hist > 0, cdf, torch.full_like(cdf, float("inf"))).amin(1, keepdim=True)
     total = cdf[:, -1:]
     scale = torch.full_like(total, 255.0) / (total - cmin).clamp_min(1)
     lut = ((cdf - cmin) * scale).round_().clamp_(0, 255)
     lut = torch.where(total > cmin, lut, torch.arange(256, device=d.device, dtype=lut.dtype).expand_as(lut))
-    return lut.gather(1, v).reshape(d.shape).to(d.dtype)
+    return lut.view(-1)[v].view(d.shape).to(d.dtype)
 
 
 def _relief(d: torch.Tensor) -> torch.Tensor:
@@ -352,15 +373,31 @@ def _chamfer_distance_cv2(sources: torch.Tensor, cap: float = 20.0) -> torch.Ten
     return torch.from_numpy(d).view(B, H + gap, W)[:, None, :H].clamp(max=cap)
 
 
+#: On the CPU, Canny and the distance transform run in OpenCV itself (the reference's own
+#: functions: the same bits, several times faster than the tensor versions there); other
+#: devices use the tensor versions above, which give the same bits (tests check both).
+_OPENCV_ON_CPU = True
+
+
+def _canny_cv2(u: torch.Tensor) -> torch.Tensor:
+    """canny() on the CPU with cv2.Canny, one call per image; ``u`` uint8-valued (B, 1, H, W)."""
+    import cv2
+
+    u8 = u[:, 0].to(torch.uint8).numpy()
+    out = np.empty_like(u8)
+    for b in range(u8.shape[0]):
+        cv2.Canny(u8[b], 50, 150, edges=out[b])
+    return torch.from_numpy(out).unsqueeze(1) != 0
+
+
 def _water_distance(lq8: torch.Tensor) -> torch.Tensor:
     """The water spatter's 8-bit relief of the liquid layer (uint8-valued float32): OpenCV's
     Canny edges, their distance transform capped at 20, cv2.blur (truncated to 8 bits),
     equalizeHist, the relief kernel, cv2.blur (8 bits, rounded)."""
-    edges = canny(lq8)
-    if edges.device.type == "cpu":
-        d = _chamfer_distance_cv2(edges)
+    if lq8.device.type == "cpu" and _OPENCV_ON_CPU:
+        d = _chamfer_distance_cv2(_canny_cv2(lq8))
     else:
-        d = chamfer_distance(edges)
+        d = chamfer_distance(canny(lq8))
     dist = torch.floor_(_box3(d))
     dist = _relief(_equalize(dist))
     return _box_sum3(dist).mul_(1.0 / 9).round_()
@@ -373,9 +410,9 @@ def spatter(x: torch.Tensor, severity: int, draws: TorchDraws, table: str = "ima
     # the liquid layer is then the same
     ldt = torch.float64 if getattr(draws, "dtype", torch.float32) == torch.float64 else torch.float32
     liquid = draws.normal((B, H, W), loc, scale).to(ldt).unsqueeze(1)
-    liquid = gaussian_filter(liquid, sigma)
+    liquid = _gaussian(liquid, sigma)
     if mud:
-        m = gaussian_filter((liquid > thr).to(x.dtype), intensity)
+        m = _gaussian((liquid > thr).to(x.dtype), intensity)
         m = torch.where(m < 0.8, torch.zeros_like(m), m)
         color = x.new_tensor([63 / 255.0, 42 / 255.0, 20 / 255.0]).view(1, 3, 1, 1)
         return (x * (1 - m) + color * m).clamp_(0, 1)

@@ -90,8 +90,9 @@ def test_canny_matches_opencv():
     u8 = np.concatenate([_liquid_like(rng, 4, 40, 33), rng.integers(0, 256, (2, 40, 33)).astype(np.uint8),
                          (rng.random((2, 40, 33)) < 0.5).astype(np.uint8) * 120])
     ref = np.stack([cv2.Canny(u, 50, 150) > 0 for u in u8])
-    out = tw.canny(torch.from_numpy(u8).float()[:, None])[:, 0].numpy()
-    np.testing.assert_array_equal(out, ref)
+    u = torch.from_numpy(u8).float()[:, None]
+    np.testing.assert_array_equal(tw.canny(u)[:, 0].numpy(), ref)
+    np.testing.assert_array_equal(tw._canny_cv2(u)[:, 0].numpy(), ref)
 
 
 def test_eight_bit_steps_match_opencv():
@@ -123,7 +124,7 @@ def _reference_water(u8, severity, seed):
 def test_water_spatter_bit_exact_with_replayed_draws(severity, monkeypatch):
     """With the reference's normal draws replayed, the output quantized like the reference
     (float32 x 255, truncated) is the reference's uint8 image, pixel for pixel; also with
-    the torch distance transform forced (the path of other devices)."""
+    the tensor Canny and distance transform forced (the path of other devices)."""
     rng = np.random.default_rng(10 + severity)
     for seed, size in ((severity, 48), (40 + severity, 37)):
         u8 = rng.integers(0, 256, (size, size + 3, 3)).astype(np.uint8)
@@ -132,7 +133,7 @@ def test_water_spatter_bit_exact_with_replayed_draws(severity, monkeypatch):
         outs = []
         for force_torch in (False, True):
             if force_torch:
-                monkeypatch.setattr(tw, "_chamfer_distance_cv2", tw.chamfer_distance)
+                monkeypatch.setattr(tw, "_OPENCV_ON_CPU", False)
             np.random.seed(seed)
             y = corrupt_torch(x, "spatter", severity, draws=NumpyDraws(), table="imagenet")
             q = (y[0].permute(1, 2, 0) * 255).to(torch.uint8).numpy()  # float32 product, truncated
@@ -140,3 +141,16 @@ def test_water_spatter_bit_exact_with_replayed_draws(severity, monkeypatch):
             outs.append(y)
         monkeypatch.undo()
         assert torch.equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("sigma", [1, 1.5, 4])
+def test_gaussian_taps_match_scipy(sigma):
+    """The shifted-view Gaussian (large images) and the dense one (small) against scipy."""
+    from scipy.ndimage import gaussian_filter as scipy_gaussian
+
+    rng = np.random.default_rng(4)
+    for H, W in ((200, 213), (31, 40)):
+        x = rng.normal(0.6, 0.3, (2, 1, H, W))
+        want = np.stack([scipy_gaussian(v[0], sigma, mode="nearest", truncate=4.0) for v in x])[:, None]
+        got = tw._gaussian(torch.from_numpy(x), sigma).numpy()
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-13)
