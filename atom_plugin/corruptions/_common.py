@@ -123,5 +123,23 @@ def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "nearest", trunca
     return separable_filter(x, kh, kw, mode)
 
 
+@lru_cache(maxsize=None)
+def fft_size(n: int) -> int:
+    """The smallest length >= n that is a multiple of 4 with no prime factor above 7: FFTs
+    of these lengths are fast (torch's CPU FFT, measured over 44..260: 1.2-2x the time per
+    element of a power of two, against up to 4x for lengths with a large prime factor, e.g.
+    244 = 4 x 61 -> 252 is 2.5x faster); a zero-filled tail leaves the linear
+    convolutions that fit in n unchanged."""
+    m = max(4, -(-int(n) // 4) * 4)
+    while True:
+        k = m
+        for p in (2, 3, 5, 7):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return m
+        m += 4
+
+
 def ceil_div(a: float, b: float) -> int:
     return int(math.ceil(a / float(b)))

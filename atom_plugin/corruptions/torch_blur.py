@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._common import filter_matrix, gaussian_filter, pad2d
+from ._common import fft_size, filter_matrix, gaussian_filter, pad2d
 from .draws import TorchDraws
 from .tables import SEVERITY_TABLES, table_params
 
@@ -63,16 +63,27 @@ def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
     return out.astype(np.float32)
 
 
-@lru_cache(maxsize=None)
-def _defocus_matrices(H: int, W: int, radius: float, alias_blur: float):
-    """The disk kernel as a sum of rank-one (separable) kernels (exact: its rank is
-    3..7), each a pair of (n, n) filter matrices with the reflect-101 border."""
+#: singular values of the disk below this fraction of the largest are dropped: they change
+#: the output by less than 1e-9 (float32 resolves 6e-8)
+DEFOCUS_RANK_TOL = 1e-8
+
+
+@lru_cache(maxsize=64)
+def _defocus_matrices(H: int, W: int, radius: float, alias_blur: float, dtype: torch.dtype = torch.float64,
+                      device: str = "cpu"):
+    """The disk kernel as a sum of r rank-one (separable) kernels (its rank is 3..7), each a
+    pair of (n, n) filter matrices with the reflect-101 border, stacked for two products
+    without copies: ``Mw`` (W, r W) with columns (s, w') and ``Mh`` (H, H r) with columns
+    (h, s), so that ``out = Mh @ (x @ Mw).view(.., H r, W)`` (the (H, r W) rows of
+    ``x @ Mw`` read as (H r, W) are ordered (h, s))."""
     k = disk_kernel(radius, alias_blur).astype(np.float64)
     u, s, vt = np.linalg.svd(k)
-    r = int((s > s[0] * 1e-9).sum())
-    Mh = np.concatenate([filter_matrix(H, tuple(u[:, i] * np.sqrt(s[i])), "mirror") for i in range(r)], 1)  # (H, rH)
-    Mw = np.concatenate([filter_matrix(W, tuple(vt[i] * np.sqrt(s[i])), "mirror") for i in range(r)], 0)  # (rW, W)
-    return torch.from_numpy(Mh), torch.from_numpy(Mw), r
+    r = int((s > s[0] * DEFOCUS_RANK_TOL).sum())
+    A = np.stack([filter_matrix(H, tuple(u[:, i] * np.sqrt(s[i])), "mirror") for i in range(r)], 1)     # (H, r, H)
+    Bw = np.stack([filter_matrix(W, tuple(vt[i] * np.sqrt(s[i])), "mirror").T for i in range(r)], 1)   # (W, r, W)
+    Mw = torch.from_numpy(Bw.reshape(W, r * W)).to(dtype).to(device)
+    Mh = torch.from_numpy(A.transpose(0, 2, 1).reshape(H, H * r)).to(dtype).to(device)
+    return Mh, Mw, r
 
 
 @lru_cache(maxsize=32)
@@ -103,14 +114,14 @@ def defocus_blur(x: torch.Tensor, severity: int, draws: TorchDraws | None = None
     if H * W >= DEFOCUS_FFT_PIXELS and x.device.type != "mps":
         r = (disk_kernel(radius, alias_blur).shape[0] - 1) // 2
         xp = pad2d(x, r, "mirror")
-        Hp, Wp = H + 2 * r, W + 2 * r
+        # correlation by circular convolution on a grid of a fast FFT length >= the padded
+        # image (the zero-filled tail is never read by the kept outputs)
+        Hp, Wp = fft_size(H + 2 * r), fft_size(W + 2 * r)
         G = _defocus_spectrum(Hp, Wp, radius, alias_blur, x.dtype, str(x.device))
-        out = torch.fft.irfft2(torch.fft.rfft2(xp) * G, s=(Hp, Wp))
+        out = torch.fft.irfft2(torch.fft.rfft2(xp, s=(Hp, Wp)).mul_(G), s=(Hp, Wp))
         return out[..., :H, :W].clamp_(0, 1)
-    Mh, Mw, r = _defocus_matrices(H, W, radius, alias_blur)
-    Mh, Mw = Mh.to(x.dtype).to(x.device), Mw.to(x.dtype).to(x.device)
-    t = torch.matmul(x, Mw.T).view(B, C, H, r, W).transpose(2, 3).reshape(B, C, r * H, W)
-    return torch.matmul(Mh, t).clamp_(0, 1)
+    Mh, Mw, r = _defocus_matrices(H, W, radius, alias_blur, x.dtype, str(x.device))
+    return torch.matmul(Mh, torch.matmul(x, Mw).view(B, C, H * r, W)).clamp_(0, 1)
 
 
 # -- gaussian --------------------------------------------------------------------------
@@ -144,47 +155,75 @@ def _sweep(H: int, W: int, delta: int):
 
 def glass_shuffle_sources(H: int, W: int, delta: int, d: torch.Tensor) -> torch.Tensor:
     """The source pixel of every pixel after one sweep, ``(B, H W)`` long, given the
-    offsets ``d`` (B, N, 2) = (dx, dy) of the N steps in sweep order.
+    offsets ``d`` (B, N, 2) = (dx, dy) of the N steps in sweep order."""
+    B = d.shape[0]
+    return _glass_sources_flat(H, W, delta, d).view(B, H * W) - (torch.arange(B, device=d.device) * (H * W)).view(B, 1)
+
+
+def _glass_sources_flat(H: int, W: int, delta: int, d: torch.Tensor) -> torch.Tensor:
+    """:func:`glass_shuffle_sources` as indices into the flattened batch, ``(B H W,)``.
 
     Step p copies the current value of its partner q.  If q is visited before p, that
     value is what q itself got, so p's source is q's source; otherwise it is q's original
-    value.  The chains (of strictly earlier steps) are resolved by pointer jumping: a few
-    vectorized gathers instead of the sequential sweep, exact for the same offsets."""
+    value.  So every pixel points to its partner when that was visited earlier (else to
+    itself), the chains (of strictly earlier steps) are resolved by pointer doubling (a
+    few ``index_select`` of the batch's pointers), and a pixel's source is the partner of
+    the end of its chain: exact for the same offsets, without the sequential sweep."""
     pos, step = _sweep(H, W, delta)
     pos, step = pos.to(d.device), step.to(d.device)
-    B = d.shape[0]
-    partner = pos.view(1, -1) + d[..., 1] * W + d[..., 0]                      # (B, N)
-    src = torch.arange(H * W, device=d.device).repeat(B, 1)                    # (B, HW)
-    src.scatter_(1, pos.expand(B, -1), partner)
-    follow = torch.zeros(B, H * W, dtype=torch.bool, device=d.device)
-    follow.scatter_(1, pos.expand(B, -1), step[partner] < step[pos].view(1, -1))
+    B, n = d.shape[:2]
+    HW = H * W
+    partner = (d[..., 1] * W + d[..., 0]).add_(pos.view(1, -1))                       # (B, n)
+    follow = step.index_select(0, partner.view(-1)).view(B, n) < step.index_select(0, pos).view(1, -1)
+    off = (torch.arange(B, device=d.device) * HW).view(B, 1)
+    gpart = partner.add_(off)                                                          # global
+    src = torch.arange(B * HW, device=d.device)
+    src.view(B, HW).scatter_(1, pos.expand(B, -1), gpart)  # the source if the chain ends here
+    if not bool(follow.any()):
+        return src
+    nxt = torch.arange(B * HW, device=d.device)
+    nxt.view(B, HW).scatter_(1, pos.expand(B, -1), torch.where(follow, gpart, pos.view(1, -1) + off))
     while True:  # at most log2(chain length) rounds
-        if not bool(follow.any()):
-            return src
-        nxt = src.gather(1, src)
-        follow_next = follow.gather(1, src)
-        src = torch.where(follow, nxt, src)
-        follow = follow & follow_next
+        nxt2 = nxt.index_select(0, nxt)
+        if torch.equal(nxt2, nxt):
+            return src.index_select(0, nxt)
+        nxt = nxt2
+
+
+#: glass blur works on chunks of about this many bytes of images (with their index arrays,
+#: they stay in the caches)
+GLASS_CHUNK_BYTES = 1 << 20
 
 
 def glass_blur(x: torch.Tensor, severity: int, draws: TorchDraws, table: str = "imagenet") -> torch.Tensor:
     """Gaussian blur, uint8 truncation, local pixel shuffle, gaussian blur (reference
-    algorithm; the sequential sweep is resolved exactly by pointer jumping, see
-    :func:`glass_shuffle_sources`, batched over images)."""
+    algorithm; the sequential sweep is resolved exactly by pointer doubling, see
+    :func:`_glass_sources_flat`, batched over images; the sweeps' permutations are composed
+    before one gather of the image).  All offsets are drawn first (batch, then sweep), the
+    rest runs on chunks of images."""
     sigma, delta, iters = table_params(table, "glass_blur", severity)
     B, C, H, W = x.shape
-    y = torch.floor(gaussian_filter(x, sigma) * 255.0) / 255.0
     sw = _sweep(H, W, delta)
-    if sw is not None:
-        n = sw[0].numel()
-        flat = y.reshape(B, C, H * W)
-        for _ in range(iters):
-            # one (dx, dy) per step of the sweep, uniform integers in [-delta, delta)
-            d = torch.floor(draws.uniform((B, n, 2), -delta, delta)).long().to(x.device)
-            src = glass_shuffle_sources(H, W, delta, d)
-            flat = flat.gather(2, src.unsqueeze(1).expand(B, C, H * W))
-        y = flat.view(B, C, H, W)
-    return gaussian_filter(y, sigma).clamp_(0, 1)
+    # one (dx, dy) per step of the sweep, uniform integers in [-delta, delta)
+    ds = [torch.floor(draws.uniform((B, sw[0].numel(), 2), -delta, delta)).long().to(x.device)
+          for _ in range(iters)] if sw is not None else []
+    per = max(1, GLASS_CHUNK_BYTES // (C * H * W * x.element_size()))
+    out = torch.empty_like(x)
+    for i in range(0, B, per):
+        xc = x[i:i + per]
+        b = xc.shape[0]
+        y = torch.floor(gaussian_filter(xc, sigma).mul_(255.0)).div_(255.0)
+        if ds:
+            src = None
+            for d in ds:
+                s = _glass_sources_flat(H, W, delta, d[i:i + per])
+                src = s if src is None else src.index_select(0, s)  # this sweep reads the previous result
+            # y's flat index of channel 0 of every source pixel; channel c reads from c H W on
+            base = src.view(b, H * W).add_((torch.arange(b, device=x.device) * ((C - 1) * H * W)).view(b, 1)).view(-1)
+            flat = y.reshape(-1)
+            y = torch.stack([flat[c * H * W:].index_select(0, base).view(b, H, W) for c in range(C)], 1)
+        out[i:i + per] = gaussian_filter(y, sigma).clamp_(0, 1)
+    return out
 
 
 # -- motion ----------------------------------------------------------------------------
