@@ -13,6 +13,7 @@ not bit-exact (libjpeg uses integer DCTs and fixed-point colour conversion).
 """
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 import numpy as np
@@ -203,6 +204,66 @@ def elastic_affine(x: torch.Tensor, severity: int, draws: TorchDraws, table: str
     return F.grid_sample(y, grid, mode="bilinear", padding_mode="reflection", align_corners=False).clamp_(0, 1)
 
 
+# -- scratch memory (JPEG and pixelate) --------------------------------------------------
+#: pixels per chunk of images processed at once on the CPU (bounds the scratch memory)
+_CHUNK_PIXELS = 1 << 17
+#: largest scratch buffer kept between calls, per dtype and thread
+_SCRATCH_CAP = 64 << 20
+
+
+class _Scratch(threading.local):
+    """Per-thread scratch memory for the CPU paths of JPEG and pixelate.  Their multi-megabyte
+    intermediates are views of buffers kept between calls: a fresh large tensor costs a page
+    fault per 4 KiB on first touch (when the C allocator has returned the memory to the OS),
+    which was most of these corruptions' time.  ``reset()`` starts a chunk (every earlier view
+    is dead by then); ``take`` hands out the next slice, or a fresh tensor when the buffer is
+    too small (the next ``reset`` grows it, up to ``_SCRATCH_CAP`` bytes).  Other devices get
+    fresh tensors (their allocators cache)."""
+
+    def __init__(self):
+        self.bufs, self.used, self.want = {}, {}, {}
+
+    def reset(self):
+        for dt, n in self.want.items():
+            buf = self.bufs.get(dt)
+            if (buf is None or buf.numel() < n) and n * torch.finfo(dt).bits // 8 <= _SCRATCH_CAP:
+                self.bufs[dt] = torch.empty(n, dtype=dt)
+        self.used = {}
+
+    def take(self, shape, dtype, device):
+        if device.type != "cpu":
+            return torch.empty(shape, dtype=dtype, device=device)
+        n = int(np.prod(shape))
+        start = self.used.get(dtype, 0)
+        end = start + -(-n // 16) * 16                                  # 64-byte aligned slices
+        self.used[dtype] = end
+        self.want[dtype] = max(self.want.get(dtype, 0), end)
+        buf = self.bufs.get(dtype)
+        if buf is None or buf.numel() < end:
+            return torch.empty(shape, dtype=dtype)
+        return buf[start:start + n].view(shape)
+
+
+_SCRATCH = _Scratch()
+
+
+def _chunks(x: torch.Tensor):
+    """Slices of the batch with at most ``_CHUNK_PIXELS`` pixels (at least one image) on the
+    CPU, the whole batch elsewhere."""
+    B, _, H, W = x.shape
+    k = B if x.device.type != "cpu" else max(1, _CHUNK_PIXELS // (H * W))
+    return [slice(i, min(i + k, B)) for i in range(0, B, k)]
+
+
+def _fill_edges(t: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Replicate the last column ``w - 1`` and row ``h - 1`` of ``t`` (..., H, W) over the rest."""
+    if w < t.shape[-1]:
+        t[..., :h, w:] = t[..., :h, w - 1:w]
+    if h < t.shape[-2]:
+        t[..., h:, :] = t[..., h - 1:h, :]
+    return t
+
+
 # -- pixelate --------------------------------------------------------------------------
 #: Pillow's fixed-point resampling precision (Resample.c: PRECISION_BITS = 32 - 8 - 2)
 _PRECISION = 22
@@ -304,22 +365,45 @@ def _pil_pass(u: torch.Tensor, A: np.ndarray, dim: int) -> torch.Tensor:
     return v.clamp_(0, 255).to(u.dtype)
 
 
-def _box_rows(u: torch.Tensor, n_out: int) -> torch.Tensor:
-    """Pillow's BOX pass over the rows (dim -2) of the 8-bit values ``u`` (..., n_in, L),
-    exact: each output row is the sum of its window's rows (whole-row index_selects),
-    rounded as Pillow."""
-    n_in = u.shape[-2]
-    if n_in == n_out:
-        return u  # Pillow skips a pass whose size does not change
+def _box_rows(u: torch.Tensor, n_in: int, n_out: int, take) -> torch.Tensor:
+    """Pillow's BOX pass over the rows (dim -2) of the 8-bit values ``u`` (..., n_in + 1, L)
+    whose last row is zero, exact: each output row is the sum of its window's rows
+    (whole-row index_selects), rounded as Pillow; (..., n_out, L)."""
     plan = _box_plan(n_in, n_out, u.device)
     if plan is None:  # pragma: no cover
-        return _pil_pass(u, box_matrix(n_in, n_out), -2)
+        return _pil_pass(u[..., :n_in, :], box_matrix(n_in, n_out), -2)
     idx, off, scale = plan
-    up = torch.cat([u, u.new_zeros(*u.shape[:-2], 1, u.shape[-1])], -2) if idx.shape[0] > 1 else u
-    S = up.index_select(-2, idx[0])
-    for j in range(1, idx.shape[0]):
-        S.add_(up.index_select(-2, idx[j]))
+    shape = (*u.shape[:-2], n_out, u.shape[-1])
+    S = torch.index_select(u, -2, idx[0], out=take(shape, u.dtype, u.device))
+    if idx.shape[0] > 1:
+        T = take(shape, u.dtype, u.device)
+        for j in range(1, idx.shape[0]):
+            S.add_(torch.index_select(u, -2, idx[j], out=T))
     return S.add_(off).mul_(scale).floor_()
+
+
+def _pixelate_chunk(x: torch.Tensor, out: torch.Tensor, h: int, w: int, ih, iw, take) -> None:
+    B, C, H, W = x.shape
+    dev, f32 = x.device, torch.float32
+    # Pillow sees uint8 images: round(255 x), written transposed (B, C, W, H), plus a zero row
+    ut = take((B, C, W + 1, H), f32, dev)
+    torch.mul(x.transpose(-1, -2), 255.0, out=ut[:, :, :W]).round_()
+    ut[:, :, W].zero_()
+    if w != W:
+        st = _box_rows(ut, W, w, take)                              # (B, C, w, H)
+    else:  # Pillow skips a pass whose size does not change
+        st = ut[:, :, :W]
+    s = take((B, C, H + 1, w), f32, dev)
+    s[:, :, :H].copy_(st.transpose(-1, -2))
+    s[:, :, H].zero_()
+    small = _box_rows(s, H, h, take) if h != H else s[:, :, :H]     # (B, C, h, w)
+    small = small.div_(255.0)
+    if w != W:
+        small = torch.gather(small, -1, iw.view(1, 1, 1, W).expand(B, C, h, W), out=take((B, C, h, W), f32, dev))
+    if h != H:
+        torch.index_select(small, -2, ih, out=out)
+    else:
+        out.copy_(small)
 
 
 def pixelate(x: torch.Tensor, severity: int, draws: TorchDraws | None = None, table: str = "imagenet") -> torch.Tensor:
@@ -334,20 +418,17 @@ def pixelate(x: torch.Tensor, severity: int, draws: TorchDraws | None = None, ta
     if h < 1 or w < 1:
         raise ValueError(f"`images` of size {H}x{W} are too small for 'pixelate' at severity {severity}: "
                          f"int(side x {c}) must be >= 1.")
-    # Pillow sees uint8 images: round(255 x), written transposed (B, C, W, H)
-    ut = torch.empty(B, C, W, H, dtype=torch.float32, device=x.device)
-    torch.mul(x.transpose(-1, -2), 255.0, out=ut).round_()
-    small = _box_rows(ut, w).transpose(-1, -2).contiguous()          # (B, C, H, w)
-    small = _box_rows(small, h).div_(255.0)                          # (B, C, h, w)
     if table == "imagenet":
         ih, iw = nearest_index(h, H), nearest_index(w, W)
     else:
         ih = np.minimum(((np.arange(H) + 0.5) * (h / H)).astype(np.int64), h - 1)
         iw = np.minimum(((np.arange(W) + 0.5) * (w / W)).astype(np.int64), w - 1)
-    if w != W:
-        iw = torch.from_numpy(iw).to(x.device)
-        small = torch.gather(small, -1, iw.view(1, 1, 1, W).expand(B, C, h, W))
-    out = small.index_select(-2, torch.from_numpy(ih).to(x.device)) if h != H else small
+    ih, iw = torch.from_numpy(ih).to(x.device), torch.from_numpy(iw).to(x.device)
+    xf = x.to(torch.float32)
+    out = torch.empty(xf.shape, dtype=torch.float32, device=x.device)
+    for sl in _chunks(xf):
+        _SCRATCH.reset()
+        _pixelate_chunk(xf[sl], out[sl], h, w, ih, iw, _SCRATCH.take)
     return out.to(x.dtype)
 
 
@@ -459,7 +540,7 @@ def _dct_matrix() -> np.ndarray:
 @lru_cache(maxsize=16)
 def _jpeg_consts(device: torch.device, wide: torch.dtype):
     """Per device and wide dtype: the islow matrices in the layouts the passes use, scaled by
-    their DESCALE's 2^-n (exact), and the DESCALE biases (pre-scaled)."""
+    their DESCALE's 2^-n (exact), and the DESCALE bias of pass 1 (pre-scaled)."""
     fwd, inv = islow_matrices()
     f32 = dict(device=device, dtype=torch.float32)
     fw = dict(device=device, dtype=wide)
@@ -471,20 +552,23 @@ def _jpeg_consts(device: torch.device, wide: torch.dtype):
             "b1": torch.tensor(np.tile(b1, 2) / 2048.0, **f32),
             "fwd": torch.tensor(fwd / 32768.0, **fw),
             "inv": torch.tensor(inv / 2048.0, **fw),
-            "inv_tT": torch.tensor(inv.T / 262144.0, **fw)}
+            "inv_tT": torch.tensor(inv.T / 262144.0, **fw),
+            "bias12": torch.tensor([1.0, 2.0], **f32).repeat(4096)}
 
 
 @lru_cache(maxsize=128)
 def _quantizer(device: torch.device, quality: int, chroma: bool, W: int):
     """libjpeg's quantizer, |c| -> (|c| + 4q) // 8q (its reciprocal multiply is exact for
-    these ranges), as floor((|c| + 4q + 0.5) / 8q) in float32 (exact for |c| < 2^15): the
-    tables (4q + 0.5, 1 / 8q, q) tiled over 8 rows of ``W`` samples (rows v, column 8 j + u)."""
+    these ranges): the float32 tables ((4q + 0.5) / 8q, 1 / 8q, q), tiled over 8 rows of
+    ``W`` samples (rows v, column 8 j + u)."""
     q = quant_table(_CHROMA_Q if chroma else _LUMA_Q, quality)
     f32 = dict(device=device, dtype=torch.float32)
-    return tuple(torch.tensor(np.tile(t, (1, W // 8)), **f32) for t in (4 * q + 0.5, 1.0 / (8 * q), q))
+    inv = (1.0 / (8 * q)).astype(np.float32)
+    hi = (4 * q + 0.5).astype(np.float32) * inv
+    return tuple(torch.tensor(np.tile(t, (1, W // 8)), **f32) for t in (hi, inv, q))
 
 
-def _islow_roundtrip(p: torch.Tensor, tables, K, wide: torch.dtype) -> torch.Tensor:
+def _islow_roundtrip(p: torch.Tensor, tables, K, wide: torch.dtype, take) -> torch.Tensor:
     """libjpeg's islow DCT, quantization, dequantization and islow IDCT of the 8x8 blocks of
     the samples ``p`` (N, 8 Hb, 8 Wb), integer-valued float32 in 0..255, contiguous; returns
     the decoded samples (same shape, float32, clamped to 0..255 as jidctint.c's range limit,
@@ -494,24 +578,27 @@ def _islow_roundtrip(p: torch.Tensor, tables, K, wide: torch.dtype) -> torch.Ten
     2^24, ``wide`` (float64) where they do not."""
     N, H, W = p.shape
     nb = N * (H // 8)
+    t32 = take((N, H, W), torch.float32, p.device)
+    ta, tb = take((nb, 8, W), wide, p.device), take((nb, 8, W), wide, p.device)
     # forward pass 1, rows (contract u; 2 blocks per 16-wide matmul row): |fwd| row sums
     # <= 2^16, samples < 2^8, exact in float32
-    t = torch.mm(p.view(-1, 16), K["fwd16"]).add_(K["b1"]).floor_().to(wide)
+    torch.mm(p.view(-1, 16), K["fwd16"], out=t32.view(-1, 16)).add_(K["b1"]).floor_()
+    ta.copy_(t32.view(nb, 8, W))
     # forward pass 2, columns (contract v): |in| <= 2^12, sums up to 2^28: wide
-    t = torch.matmul(K["fwd"], t.view(nb, 8, W)).add_(0.5).floor_()     # the DCT x 8, |t| < 2^13
-    # quantize / dequantize: sign(t) floor((|t| + 4q + 0.5) / 8q) q, in float32
-    half, inv, q = tables
-    a = t.to(torch.float32).abs_().add_(half).mul_(inv).floor_().mul_(q)
-    d = torch.copysign(a, t, out=t)
+    torch.matmul(K["fwd"], ta, out=tb).add_(0.5).floor_()             # the DCT x 8, |t| < 2^13
+    # quantize / dequantize: sign(t) floor((|t| + 4q + 0.5) / 8q) q, as
+    # trunc(t / 8q + sign(t) (4q + 0.5) / 8q) q in float32 (exact for |t| < 2^15, all q)
+    hi, inv, q = tables
+    a = torch.copysign(hi, tb, out=t32.view(nb, 8, W))
+    torch.mul(a.addcmul_(tb, inv).trunc_(), q, out=tb)
     # inverse pass 1, columns (contract the vertical frequency)
-    s = torch.matmul(K["inv"], d).add_(0.5).floor_()
-    # inverse pass 2, rows (contract the horizontal frequency), as 8 x 8 @ 8 x (blocks of a
-    # row): out[., u, j] is sample 8 j + u; DESCALE(., 18) + 128, clamped
-    o = torch.mm(s.view(-1, 8), K["inv_tT"]).add_(128.5).floor_()
-    return o.view(N, H, W).to(torch.float32).clamp_(0, 255)
+    torch.matmul(K["inv"], tb, out=ta).add_(0.5).floor_()
+    # inverse pass 2, rows (contract the horizontal frequency): DESCALE(., 18) + 128, clamped
+    torch.mm(ta.view(-1, 8), K["inv_tT"], out=tb.view(-1, 8)).add_(128.5).floor_()
+    return t32.copy_(tb.view(N, H, W)).clamp_(0, 255)
 
 
-def _fancy_upsample(c: torch.Tensor, H: int, W: int) -> torch.Tensor:
+def _fancy_upsample(c: torch.Tensor, H: int, W: int, take) -> torch.Tensor:
     """libjpeg's h2v2 "fancy" (triangular) chroma upsampling (jdsample.c) of the decoded
     chroma ``c`` (N, C, h, w) (its true size: ceil(H / 2) x ceil(W / 2)) to (N, C, H, W),
     minus 128: ``3 nearer + farther`` rows (edge rows replicated), then per column
@@ -520,35 +607,65 @@ def _fancy_upsample(c: torch.Tensor, H: int, W: int) -> torch.Tensor:
     N, C, h, w = c.shape
     if w <= 2:
         return c.repeat_interleave(2, 2).repeat_interleave(2, 3)[..., :H, :W] - 128.0
-    c3 = c * 3.0
-    v = c.new_empty(N, C, h, 2, w)                                 # rows 2i, 2i + 1
+    c3 = torch.mul(c, 3.0, out=take((N, C, h, w), c.dtype, c.device))
+    v = take((N, C, h, 2, w), c.dtype, c.device)                    # rows 2i, 2i + 1
     torch.add(c3[:, :, 1:], c[:, :, :-1], out=v[:, :, 1:, 0])
     torch.add(c3[:, :, :-1], c[:, :, 1:], out=v[:, :, :-1, 1])
     torch.add(c3[:, :, :1], c[:, :, :1], out=v[:, :, :1, 0])
     torch.add(c3[:, :, -1:], c[:, :, -1:], out=v[:, :, -1:, 1])
     v = v.view(N, C, 2 * h, w)[:, :, :H]
-    v3 = v.mul(3.0).add_(8.0 - 2048.0)                             # the bias, and - 128 x 16
-    o = c.new_empty(N, C, H, w, 2)                                 # columns 2j, 2j + 1
+    v3 = torch.mul(v, 3.0, out=take((N, C, H, w), c.dtype, c.device)).add_(8.0 - 2048.0)  # bias, -128 x 16
+    o = take((N, C, H, w, 2), c.dtype, c.device)                    # columns 2j, 2j + 1
     torch.add(v3[..., 1:], v[..., :-1], out=o[..., 1:, 0])
     torch.add(v3[..., :-1], v[..., 1:], out=o[..., :-1, 1])
     torch.add(v3[..., :1], v[..., :1], out=o[..., :1, 0])
     torch.add(v3[..., -1:], v[..., -1:], out=o[..., -1:, 1])
     o = o.view(N, C, H, 2 * w)
-    o[..., 1::2].sub_(1.0)                                         # bias 7 on odd columns
+    o[..., 1::2].sub_(1.0)                                          # bias 7 on odd columns
     o = o.mul_(1.0 / 16.0).floor_()
     return o if 2 * w == W else o[..., :W]
 
 
-def _pad_replicate(t: torch.Tensor, H: int, W: int) -> torch.Tensor:
-    """Edge replication of the last two dims of ``t`` up to (H, W)."""
-    h, w = t.shape[-2:]
-    if (h, w) == (H, W):
-        return t
-    if h == H:
-        return torch.cat([t, t[..., -1:].expand(*t.shape[:-1], W - w)], -1)
-    if w != W:
-        t = torch.cat([t, t[..., -1:].expand(*t.shape[:-1], W - w)], -1)
-    return torch.cat([t, t[..., -1:, :].expand(*t.shape[:-2], H - h, W)], -2)
+def _affine3(r, g, b, w, bias, out):
+    """``w[0] r + w[1] g + w[2] b + bias`` into ``out``."""
+    return torch.mul(r, float(w[0]), out=out).add_(g, alpha=float(w[1])).add_(b, alpha=float(w[2])).add_(float(bias))
+
+
+def _jpeg_chunk(x: torch.Tensor, out: torch.Tensor, quality: int, K, wide: torch.dtype, take) -> None:
+    """JPEG round trip of the images ``x`` (B, 3, H, W) into ``out`` (same shape, float32)."""
+    B, C, H, W = x.shape
+    dev, f32 = x.device, torch.float32
+    u = take((B, 3, H, W), f32, dev)
+    torch.mul(x, 255.0, out=u).round_()                             # Pillow sees uint8 images
+    r, g, b = u[:, 0], u[:, 1], u[:, 2]
+    # RGB -> YCbCr (jccolor.c): every partial sum is an integer below 2^24, exact in float32.
+    # Luma: blocks over the image replicated to whole blocks.  Chroma: the image's right edge
+    # replicated to 2 x whole chroma blocks and its bottom to an even row count (jcprepct.c /
+    # jcsample.c), h2v2 downsampled with the bias 1, 2, 1, 2 .. per row, then the last chroma
+    # row replicated to whole blocks.
+    H8, W8 = -(-H // 8) * 8, -(-W // 8) * 8
+    hc, wc = -(-H // 2), -(-W // 2)
+    Wc, Hc8 = -(-wc // 8) * 16, -(-hc // 8) * 8
+    y = take((B, H8, W8), f32, dev)
+    _affine3(r, g, b, _RGB_YCC[0] / 65536, _RGB_YCC_BIAS[0] / 65536, out=y[:, :H, :W])
+    _fill_edges(y, H, W).floor_()
+    cf = take((B, 2, 2 * hc, Wc), f32, dev)
+    for k in (1, 2):
+        _affine3(r, g, b, _RGB_YCC[k] / 65536, _RGB_YCC_BIAS[k] / 65536, out=cf[:, k - 1, :H, :W])
+    _fill_edges(cf, H, W).floor_()
+    s1 = torch.add(cf[:, :, 0::2], cf[:, :, 1::2], out=take((B, 2, hc, Wc), f32, dev))
+    s = take((B, 2, Hc8, Wc // 2), f32, dev)
+    torch.add(s1[..., 0::2], K["bias12"][: Wc // 2], out=s[:, :, :hc]).add_(s1[..., 1::2]).mul_(0.25).floor_()
+    _fill_edges(s, hc, Wc // 2)
+    yq = _islow_roundtrip(y, _quantizer(dev, quality, False, W8), K, wide, take)
+    cq = _islow_roundtrip(s.view(B * 2, Hc8, Wc // 2), _quantizer(dev, quality, True, Wc // 2), K, wide, take)
+    cu = _fancy_upsample(cq.view(B, 2, Hc8, Wc // 2)[..., :hc, :wc], H, W, take)   # Cb - 128, Cr - 128
+    # YCbCr -> RGB (jdcolor.c): the table terms (in 2^-16 units, exact in float32), rounded
+    cb, cr = cu[:, 0], cu[:, 1]
+    torch.mul(cr, _YCC_RGB[0, 1] / 65536, out=out[:, 0])
+    torch.mul(cb, _YCC_RGB[1, 0] / 65536, out=out[:, 1]).add_(cr, alpha=_YCC_RGB[1, 1] / 65536)
+    torch.mul(cb, _YCC_RGB[2, 0] / 65536, out=out[:, 2])
+    out.add_(0.5).floor_().add_(yq[:, :H, :W].unsqueeze(1)).clamp_(0, 255).div_(255.0)
 
 
 def jpeg_compression(x: torch.Tensor, severity: int, draws: TorchDraws | None = None,
@@ -556,55 +673,14 @@ def jpeg_compression(x: torch.Tensor, severity: int, draws: TorchDraws | None = 
     """JPEG encode + decode at the table's quality, as Pillow (libjpeg-turbo) does it, bit-exact
     (see the section comment)."""
     quality = table_params(table, "jpeg_compression", severity)
-    B, C, H, W = x.shape
     wide = torch.float64 if x.device.type != "mps" else torch.float32
     K = _jpeg_consts(x.device, wide)
-    col = _jpeg_colour(x.device)
-    u = (x.to(torch.float32) * 255.0).round_().view(B, 3, H * W)  # Pillow sees uint8 images
-    # RGB -> YCbCr (jccolor.c): every partial sum is an integer below 2^24, exact in float32
-    r, g, b = u[:, 0], u[:, 1], u[:, 2]
-    y = _affine3(r, g, b, _RGB_YCC[0] / 65536, _RGB_YCC_BIAS[0] / 65536).floor_().view(B, H, W)
-    c = torch.empty(B, 2, H * W, dtype=torch.float32, device=x.device)
-    _affine3(r, g, b, _RGB_YCC[1] / 65536, _RGB_YCC_BIAS[1] / 65536, out=c[:, 0])
-    _affine3(r, g, b, _RGB_YCC[2] / 65536, _RGB_YCC_BIAS[2] / 65536, out=c[:, 1])
-    c = c.floor_().view(B, 2, H, W)
-    # luma: blocks over the image replicated to whole blocks
-    H8, W8 = -(-H // 8) * 8, -(-W // 8) * 8
-    y = _pad_replicate(y, H8, W8)
-    # chroma: the image's right edge replicated to 2 x whole chroma blocks and its bottom to an
-    # even row count (jcprepct.c / jcsample.c), h2v2 downsampled with the bias 1, 2, 1, 2 ..
-    # per row, then the last chroma row replicated to whole blocks
-    hc, wc = -(-H // 2), -(-W // 2)
-    Wc = -(-wc // 8) * 16
-    c = _pad_replicate(c, 2 * hc, Wc)
-    s = c[:, :, 0::2] + c[:, :, 1::2]
-    s = torch.add(s[..., 0::2], col["bias12"][: Wc // 2]).add_(s[..., 1::2]).mul_(0.25).floor_()
-    s = _pad_replicate(s, -(-hc // 8) * 8, Wc // 2).reshape(B * 2, -1, Wc // 2)
-    y = _islow_roundtrip(y.contiguous(), _quantizer(x.device, quality, False, W8), K, wide)[:, :H, :W]
-    c = _islow_roundtrip(s.contiguous(), _quantizer(x.device, quality, True, Wc // 2), K, wide)
-    c = c.view(B, 2, -1, Wc // 2)[..., :hc, :wc]
-    c = _fancy_upsample(c, H, W).reshape(B, 2, H * W)              # Cb - 128, Cr - 128
-    # YCbCr -> RGB (jdcolor.c): the table terms (in 2^-16 units, exact in float32), rounded
-    cb, cr = c[:, 0], c[:, 1]
-    rgb = torch.empty(B, 3, H * W, dtype=torch.float32, device=x.device)
-    torch.mul(cr, _YCC_RGB[0, 1] / 65536, out=rgb[:, 0])
-    torch.mul(cb, _YCC_RGB[1, 0] / 65536, out=rgb[:, 1]).add_(cr, alpha=_YCC_RGB[1, 1] / 65536)
-    torch.mul(cb, _YCC_RGB[2, 0] / 65536, out=rgb[:, 2])
-    rgb = rgb.add_(0.5).floor_().view(B, 3, H, W)
-    return rgb.add_(y.unsqueeze(1)).clamp_(0, 255).div_(255.0).to(x.dtype)
-
-
-def _affine3(r, g, b, w, bias, out=None):
-    """``w[0] r + w[1] g + w[2] b + bias`` with in-place adds."""
-    return torch.mul(r, float(w[0]), out=out).add_(g, alpha=float(w[1])).add_(b, alpha=float(w[2])).add_(float(bias))
-
-
-@lru_cache(maxsize=16)
-def _jpeg_colour(device: torch.device):
-    f32 = dict(device=device, dtype=torch.float32)
-    return {"fwd": torch.tensor(_RGB_YCC / 65536, **f32), "bias": torch.tensor(_RGB_YCC_BIAS / 65536, **f32).view(3, 1),
-            "inv": torch.tensor(_YCC_RGB / 65536.0, **f32),
-            "bias12": torch.tensor([1.0, 2.0], **f32).repeat(4096)}
+    xf = x.to(torch.float32).contiguous()
+    out = torch.empty(xf.shape, dtype=torch.float32, device=x.device)
+    for sl in _chunks(xf):
+        _SCRATCH.reset()
+        _jpeg_chunk(xf[sl], out[sl], quality, K, wide, _SCRATCH.take)
+    return out.to(x.dtype)
 
 
 FUNCTIONS = {
