@@ -48,11 +48,10 @@ def snow(x: torch.Tensor, severity: int, draws: TorchDraws, table: str = "imagen
     if not imagenet:
         layer = torch.floor(layer * 255) / 255
     angle = draws.uniform((B,), -135.0, -45.0)
-    layer = motion_blur_layer(layer.unsqueeze(1), radius, sigma, angle, early_stop=imagenet)
+    layer = motion_blur_layer(layer.unsqueeze(1), radius, sigma, angle, early_stop=imagenet, out_size=(H, W))
     layer = torch.round(layer * 255) / 255
-    layer = layer[:, :, :H, :W]
-    y = blend * x + (1 - blend) * torch.maximum(x, to_gray(x) * 1.5 + 0.5)
-    return (y + layer + layer.flip(-1, -2)).clamp_(0, 1)
+    y = torch.maximum(x, to_gray(x).mul_(1.5).add_(0.5)).mul_(1 - blend).add_(x, alpha=blend)
+    return y.add_(layer).add_(layer.flip(-1, -2)).clamp_(0, 1)
 
 
 # -- frost -----------------------------------------------------------------------------
