@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._common import gaussian_filter, gaussian_kernel1d, pad2d, to_gray
+from ._common import filter_matrix, gaussian_filter, gaussian_kernel1d, pad2d, to_gray
 from .draws import TorchDraws
 from .tables import FROST_SCALE, FROST_TEXTURES, NATIVE_SIZE, SEVERITY_TABLES, table_params
 from .torch_blur import motion_blur_layer, zoom_matrix
@@ -175,24 +175,31 @@ def fog(x: torch.Tensor, severity: int, draws: TorchDraws, table: str = "imagene
 
 
 # -- spatter ---------------------------------------------------------------------------
-def _gaussian(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """gaussian_filter(x, sigma) (scipy's, mode "nearest", truncate 4) over the last two axes;
-    on images at least six kernels wide as shifted views (symmetric taps, about 2 r + 2 passes
-    per axis) instead of two dense (n, n) products, whose cost grows as n^3."""
-    r = int(4.0 * float(sigma) + 0.5)
-    H, W = x.shape[-2:]
-    if min(H, W) < 6 * (2 * r + 1):
-        return gaussian_filter(x, sigma)
-    k = gaussian_kernel1d(float(sigma), r).tolist()
-    p = F.pad(x, (r, r, 0, 0), mode="replicate")
-    y = p[..., r:r + W] * k[r]
+def _gaussian_axis(x: torch.Tensor, k: list, dim: int) -> torch.Tensor:
+    """Correlate axis ``dim`` (-2 or -1) of ``x`` with the odd symmetric kernel ``k``,
+    borders "nearest": a dense (n, n) product on short axes, else 2 r + 1 shifted views
+    (symmetric taps), whose cost grows as n r instead of n^2 per line."""
+    r = (len(k) - 1) // 2
+    n = x.shape[dim]
+    if n < 6 * (2 * r + 1):
+        M = torch.from_numpy(filter_matrix(n, tuple(k), "nearest")).to(dtype=x.dtype, device=x.device)
+        return torch.matmul(M, x) if dim == -2 else torch.matmul(x, M.T)
+    p = F.pad(x, (0, 0, r, r) if dim == -2 else (r, r, 0, 0), mode="replicate")
+    y = p.narrow(dim, r, n) * k[r]
     for j in range(1, r + 1):
-        y.add_(p[..., r - j:r - j + W] + p[..., r + j:r + j + W], alpha=k[r + j])
-    p = F.pad(y, (0, 0, r, r), mode="replicate")
-    z = p[..., r:r + H, :] * k[r]
-    for j in range(1, r + 1):
-        z.add_(p[..., r - j:r - j + H, :] + p[..., r + j:r + j + H, :], alpha=k[r + j])
-    return z
+        y.add_(p.narrow(dim, r - j, n) + p.narrow(dim, r + j, n), alpha=k[r + j])
+    return y
+
+
+def _gaussian(x: torch.Tensor, sigma: float, between=None) -> torch.Tensor:
+    """gaussian_filter(x, sigma) (scipy's, mode "nearest", truncate 4) over the last two axes,
+    H then W as scipy does; ``between``: the dtype scipy stores the first pass in (float32
+    for a float32 image, which the replayed mud mask needs bit for bit)."""
+    k = gaussian_kernel1d(float(sigma), int(4.0 * float(sigma) + 0.5)).tolist()
+    y = _gaussian_axis(x, k, -2)
+    if between is not None:
+        y = y.to(between).to(x.dtype)
+    return _gaussian_axis(y, k, -1)
 
 
 def _pad101(t: torch.Tensor) -> torch.Tensor:
@@ -411,10 +418,18 @@ def spatter(x: torch.Tensor, severity: int, draws: TorchDraws, table: str = "ima
     liquid = draws.normal((B, H, W), loc, scale).to(ldt).unsqueeze(1)
     liquid = _gaussian(liquid, sigma)
     if mud:
+        color = [63 / 255.0, 42 / 255.0, 20 / 255.0]
+        if ldt == torch.float64:  # replayed: the reference's float32 mask (scipy rounds each
+            # pass to float32), x *= 1 - m in float32, the colour added in float64
+            m = _gaussian((liquid > thr).to(torch.float64), intensity, between=torch.float32)
+            m = m.to(torch.float32).to(torch.float64)
+            m = m.masked_fill_(m < 0.8, 0)
+            y = (x.to(torch.float32) * (1 - m.to(torch.float32))).to(torch.float64)
+            y += torch.tensor(color, dtype=torch.float64, device=x.device).view(1, 3, 1, 1) * m
+            return y.clamp_(0, 1).to(x.dtype)
         m = _gaussian((liquid > thr).to(x.dtype), intensity)
-        m = torch.where(m < 0.8, torch.zeros_like(m), m)
-        color = x.new_tensor([63 / 255.0, 42 / 255.0, 20 / 255.0]).view(1, 3, 1, 1)
-        return (x * (1 - m) + color * m).clamp_(0, 1)
+        m = m.masked_fill_(m < 0.8, 0)
+        return (x * (1 - m) + x.new_tensor(color).view(1, 3, 1, 1) * m).clamp_(0, 1)
     # water: the 8-bit liquid layer (exact integers from here on, float32)
     lq8 = torch.floor(liquid.masked_fill_(liquid < thr, 0) * 255).to(torch.float32)
     m = lq8 * _water_distance(lq8)

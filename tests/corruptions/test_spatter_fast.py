@@ -154,3 +154,19 @@ def test_gaussian_taps_match_scipy(sigma):
         want = np.stack([scipy_gaussian(v[0], sigma, mode="nearest", truncate=4.0) for v in x])[:, None]
         got = tw._gaussian(torch.from_numpy(x), sigma).numpy()
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("severity", [4, 5])
+def test_mud_spatter_exact_with_replayed_draws_in_float64(severity):
+    """Mud (severities 4, 5) with the reference's draws replayed, on a float64 image (the
+    reference adds the colour in float64): truncated to 8 bits it is the reference's image
+    (the mask is float32 rounded after each Gaussian pass, like scipy's)."""
+    rng = np.random.default_rng(20 + severity)
+    for seed in range(12):  # at 96 px about one draw in four has a mask value near 0.8
+        u8 = rng.integers(0, 256, (96, 101, 3)).astype(np.uint8)
+        ref = _reference_water(u8, severity, seed)
+        x = (torch.from_numpy(u8).permute(2, 0, 1)[None].float() / 255).double()
+        np.random.seed(seed)
+        y = tw.spatter(x, severity, NumpyDraws(), "imagenet")
+        assert y.dtype == torch.float64
+        np.testing.assert_array_equal(np.trunc(y[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8), ref)
