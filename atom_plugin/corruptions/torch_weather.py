@@ -186,8 +186,10 @@ def _gaussian_axis(x: torch.Tensor, k: list, dim: int) -> torch.Tensor:
         return torch.matmul(M, x) if dim == -2 else torch.matmul(x, M.T)
     p = F.pad(x, (0, 0, r, r) if dim == -2 else (r, r, 0, 0), mode="replicate")
     y = p.narrow(dim, r, n) * k[r]
+    pair = torch.empty_like(y)  # one buffer for the pairs (fresh large tensors cost page faults)
     for j in range(1, r + 1):
-        y.add_(p.narrow(dim, r - j, n) + p.narrow(dim, r + j, n), alpha=k[r + j])
+        torch.add(p.narrow(dim, r - j, n), p.narrow(dim, r + j, n), out=pair)
+        y.add_(pair, alpha=k[r + j])
     return y
 
 
@@ -231,8 +233,8 @@ def _equalize(d: torch.Tensor) -> torch.Tensor:
     * (255 / (N - hist[vmin]))) in float32; an image of one value is left as it is."""
     B = d.shape[0]
     # one histogram of 256 B bins: image b's values offset by 256 b
-    v = d.reshape(B, -1).to(torch.int64).clamp_(0, 255)
-    v += torch.arange(0, 256 * B, 256, device=d.device).unsqueeze(1)
+    v = d.reshape(B, -1).to(torch.int32).clamp_(0, 255)
+    v += torch.arange(0, 256 * B, 256, device=d.device, dtype=torch.int32).unsqueeze(1)
     hist = torch.bincount(v.view(-1), minlength=256 * B).view(B, 256).to(torch.float32)
     cdf = hist.cumsum(1)
     cmin = torch.where(hist > 0, cdf, torch.full_like(cdf, float("inf"))).amin(1, keepdim=True)
@@ -429,7 +431,7 @@ def spatter(x: torch.Tensor, severity: int, draws: TorchDraws, table: str = "ima
             return y.clamp_(0, 1).to(x.dtype)
         m = _gaussian((liquid > thr).to(x.dtype), intensity)
         m = m.masked_fill_(m < 0.8, 0)
-        return (x * (1 - m) + x.new_tensor(color).view(1, 3, 1, 1) * m).clamp_(0, 1)
+        return (x * (1 - m)).addcmul_(m, x.new_tensor(color).view(1, 3, 1, 1)).clamp_(0, 1)
     # water: the 8-bit liquid layer (exact integers from here on, float32)
     lq8 = torch.floor(liquid.masked_fill_(liquid < thr, 0) * 255).to(torch.float32)
     m = lq8 * _water_distance(lq8)
@@ -437,7 +439,8 @@ def spatter(x: torch.Tensor, severity: int, draws: TorchDraws, table: str = "ima
     # the reference's float32 arithmetic, operation by operation
     m = torch.where(mx > 0, m / mx.clamp_min(1), torch.zeros_like(m)) * float(np.float32(intensity))
     color = torch.tensor([175 / 255.0, 238 / 255.0, 238 / 255.0], dtype=torch.float32, device=x.device)
-    return (x + (m * color.view(1, 3, 1, 1)).to(x.dtype)).clamp_(0, 1)
+    y = (m * color.view(1, 3, 1, 1)).to(x.dtype)  # float32 product, then x + it in x's dtype
+    return y.add_(x).clamp_(0, 1)
 
 
 FUNCTIONS = {"snow": snow, "frost": frost, "fog": fog, "spatter": spatter}
