@@ -289,6 +289,36 @@ def accuracy_tables(sizes=(32, 100, 224), n_images: int = 3):
     return pixel, spatter_draws()
 
 
+def only_ratios(args, device, default_out) -> int:
+    """``--only``: interleaved reference / torch ratios of a few corruptions (5 severities):
+    ``--ref-images`` reference images vs each ``--batch`` at 32 px, then 2 vs 8 at each of
+    ``--sizes``; one row per (size, batch, corruption) with the load average around it."""
+    unknown = [n for n in args.only if n not in ALL_CORRUPTIONS]
+    if unknown:
+        raise SystemExit(f"--only: unknown corruption(s) {unknown}; choose from {list(ALL_CORRUPTIONS)}")
+    cases = [(32, B, args.ref_images) for B in args.batch] + [(S, 8, 2) for S in args.sizes]
+    rows = []
+    for S, B, nref in cases:
+        xr, xt = photos(nref, S, seed=S), photos(B, S, seed=S + 1).to(device)
+        for name in args.only:  # warm-up
+            for s in range(1, 6):
+                corrupt(xt, name, s, seed=0, table=TABLE)
+                corrupt(xr[:1], name, s, backend="imagecorruptions", seed=0)
+        load = os.getloadavg()
+        for name, r in interleaved_ratios(xr, xt, args.only, args.repeats, device).items():
+            rows.append({"size": S, "batch": B, "reference_images": nref, "corruption": name, "loadavg": load, **r})
+            print(f"{S:>4}px batch {B:>3} {name:18s} torch {r['torch_ms_per_image']:8.3f} ms/img, reference "
+                  f"{r['reference_ms_per_image']:8.3f}: ratio min {r['ratio_min']:.2f} median {r['ratio_median']:.2f} "
+                  f"(load {load[0]:.2f})", flush=True)
+    out = args.out if args.out != default_out else os.path.join(os.path.dirname(default_out), "corruptions_only.json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump({"device": str(device), "torch_threads": torch.get_num_threads(), "repeats": args.repeats,
+                   "torch_table": TABLE, "rows": rows, "loadavg_after": os.getloadavg()}, f, indent=2)
+    print("saved", out)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
@@ -304,11 +334,16 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", type=int, nargs="*", default=[], help="per-corruption ratios at these sides")
     p.add_argument("--memory", action="store_true", help="peak extra memory per corruption (Linux)")
     p.add_argument("--pixelate-sweep", action="store_true", help="pixelate vs Pillow at every side 8..512")
+    p.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                   help="only these corruptions, only interleaved ratios: at 32 px for each --batch and at "
+                        "each --sizes side (batch 8); writes --out (default results/corruptions_only.json)")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "corruptions.json"))
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.only:
+        return only_ratios(args, device, p.get_default("out"))
     load_before = os.getloadavg()
     sets = {"75": CORRUPTIONS, "95": ALL_CORRUPTIONS}
 
