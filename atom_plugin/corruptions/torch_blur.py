@@ -102,6 +102,8 @@ def _defocus_spectrum(Hp: int, Wp: int, radius: float, alias_blur: float, dtype:
 #: images with at least this many pixels are defocused by FFT (cv2.filter2D switches to a
 #: DFT for large kernels too); smaller ones by the separable matmuls
 DEFOCUS_FFT_PIXELS = 64 * 64
+#: the FFT path works on chunks of images of about this many bytes (once padded)
+DEFOCUS_FFT_CHUNK_BYTES = 1 << 20
 
 
 def defocus_blur(x: torch.Tensor, severity: int, draws: TorchDraws | None = None,
@@ -113,13 +115,18 @@ def defocus_blur(x: torch.Tensor, severity: int, draws: TorchDraws | None = None
     radius, alias_blur = table_params(table, "defocus_blur", severity)
     if H * W >= DEFOCUS_FFT_PIXELS and x.device.type != "mps":
         r = (disk_kernel(radius, alias_blur).shape[0] - 1) // 2
-        xp = pad2d(x, r, "mirror")
         # correlation by circular convolution on a grid of a fast FFT length >= the padded
         # image (the zero-filled tail is never read by the kept outputs)
         Hp, Wp = fft_size(H + 2 * r), fft_size(W + 2 * r)
         G = _defocus_spectrum(Hp, Wp, radius, alias_blur, x.dtype, str(x.device))
-        out = torch.fft.irfft2(torch.fft.rfft2(xp, s=(Hp, Wp)).mul_(G), s=(Hp, Wp))
-        return out[..., :H, :W].clamp_(0, 1)
+        # on the CPU in chunks of ~DEFOCUS_FFT_CHUNK_BYTES (cache-sized buffers)
+        per = max(1, DEFOCUS_FFT_CHUNK_BYTES // (C * Hp * Wp * x.element_size())) if x.device.type == "cpu" else B
+        out = torch.empty_like(x)
+        for i in range(0, B, per):
+            xp = F.pad(x[i:i + per], (r, r, r, r), mode="reflect")  # reflect-101, as cv2
+            y = torch.fft.irfft2(torch.fft.rfft2(xp, s=(Hp, Wp)).mul_(G), s=(Hp, Wp))
+            out[i:i + per] = y[..., :H, :W]
+        return out.clamp_(0, 1)
     Mh, Mw, r = _defocus_matrices(H, W, radius, alias_blur, x.dtype, str(x.device))
     return torch.matmul(Mh, torch.matmul(x, Mw).view(B, C, H * r, W)).clamp_(0, 1)
 
