@@ -557,20 +557,24 @@ def _jpeg_consts(device: torch.device, wide: torch.dtype):
 
 
 @lru_cache(maxsize=128)
-def _quantizer(device: torch.device, quality: int, chroma: bool, W: int):
+def _quantizer(device: torch.device, quality: int, luma_rows: int, chroma_rows: int, W: int):
     """libjpeg's quantizer, |c| -> (|c| + 4q) // 8q (its reciprocal multiply is exact for
-    these ranges): the float32 tables ((4q + 0.5) / 8q, 1 / 8q, q), tiled over 8 rows of
-    ``W`` samples (rows v, column 8 j + u)."""
-    q = quant_table(_CHROMA_Q if chroma else _LUMA_Q, quality)
+    these ranges): the float32 tables (1 / 16q, 1 / 8q, q) of a plane of ``luma_rows`` rows
+    with the luma table over ``chroma_rows`` with the chroma table, ``W`` wide (row 8 i + v,
+    column 8 j + u), as (rows / 8, 8, W)."""
+    out = []
+    for base, rows in ((_LUMA_Q, luma_rows), (_CHROMA_Q, chroma_rows)):
+        q = quant_table(base, quality)
+        inv = (1.0 / (8 * q)).astype(np.float32)
+        out.append([np.tile(t, (rows // 8, 1, W // 8)) for t in (inv * np.float32(0.5), inv, q)])
     f32 = dict(device=device, dtype=torch.float32)
-    inv = (1.0 / (8 * q)).astype(np.float32)
-    hi = (4 * q + 0.5).astype(np.float32) * inv
-    return tuple(torch.tensor(np.tile(t, (1, W // 8)), **f32) for t in (hi, inv, q))
+    return tuple(torch.tensor(np.concatenate([lt, ct]), **f32) for lt, ct in zip(*out))
 
 
 def _islow_roundtrip(p: torch.Tensor, tables, K, wide: torch.dtype, take) -> torch.Tensor:
     """libjpeg's islow DCT, quantization, dequantization and islow IDCT of the 8x8 blocks of
-    the samples ``p`` (N, 8 Hb, 8 Wb), integer-valued float32 in 0..255, contiguous; returns
+    the samples ``p`` (N, 8 Hb, 8 Wb) (``tables``: :func:`_quantizer`'s, (Hb, 8, 8 Wb)),
+    integer-valued float32 in 0..255, contiguous; returns
     the decoded samples (same shape, float32, clamped to 0..255 as jidctint.c's range limit,
     which wraps mod 1024 first: different only for IDCT outputs beyond +-512, which need a
     dozen coefficients rounded up in the same direction and were never seen).  Each pass is
@@ -586,11 +590,13 @@ def _islow_roundtrip(p: torch.Tensor, tables, K, wide: torch.dtype, take) -> tor
     ta.copy_(t32.view(nb, 8, W))
     # forward pass 2, columns (contract v): |in| <= 2^12, sums up to 2^28: wide
     torch.matmul(K["fwd"], ta, out=tb).add_(0.5).floor_()             # the DCT x 8, |t| < 2^13
-    # quantize / dequantize: sign(t) floor((|t| + 4q + 0.5) / 8q) q, as
-    # trunc(t / 8q + sign(t) (4q + 0.5) / 8q) q in float32 (exact for |t| < 2^15, all q)
-    hi, inv, q = tables
-    a = torch.copysign(hi, tb, out=t32.view(nb, 8, W))
-    torch.mul(a.addcmul_(tb, inv).trunc_(), q, out=tb)
+    # quantize / dequantize: sign(t) floor((|t| + 4q) / 8q) q = floor((t + 4q -+ 1/2) / 8q) q
+    # (-1/2 for t < 0), as floor(t / 8q + 1/2 + sign(t) / 16q) q in float32 (exact for
+    # |t| < 2^15 and every q, checked exhaustively)
+    hinv, inv, q = tables
+    t = t32.view(N, H // 8, 8, W).copy_(tb.view(N, H // 8, 8, W))
+    a = torch.copysign(hinv, t, out=take(t.shape, torch.float32, p.device))
+    torch.mul(a.addcmul_(t, inv).add_(0.5).floor_(), q, out=tb.view(t.shape))
     # inverse pass 1, columns (contract the vertical frequency)
     torch.matmul(K["inv"], tb, out=ta).add_(0.5).floor_()
     # inverse pass 2, rows (contract the horizontal frequency): DESCALE(., 18) + 128, clamped
@@ -632,7 +638,9 @@ def _affine3(r, g, b, w, bias, out):
 
 
 def _jpeg_chunk(x: torch.Tensor, out: torch.Tensor, quality: int, K, wide: torch.dtype, take) -> None:
-    """JPEG round trip of the images ``x`` (B, 3, H, W) into ``out`` (same shape, float32)."""
+    """JPEG round trip of the images ``x`` (B, 3, H, W) into ``out`` (same shape, float32).
+    The luma and both chroma planes of an image go through the DCT as one plane: luma on top
+    (H8 x W8 in a Wc wide band), Cb and Cr side by side below it."""
     B, C, H, W = x.shape
     dev, f32 = x.device, torch.float32
     u = take((B, 3, H, W), f32, dev)
@@ -643,10 +651,12 @@ def _jpeg_chunk(x: torch.Tensor, out: torch.Tensor, quality: int, K, wide: torch
     # replicated to 2 x whole chroma blocks and its bottom to an even row count (jcprepct.c /
     # jcsample.c), h2v2 downsampled with the bias 1, 2, 1, 2 .. per row, then the last chroma
     # row replicated to whole blocks.
-    H8, W8 = -(-H // 8) * 8, -(-W // 8) * 8
+    H8 = -(-H // 8) * 8
     hc, wc = -(-H // 2), -(-W // 2)
-    Wc, Hc8 = -(-wc // 8) * 16, -(-hc // 8) * 8
-    y = take((B, H8, W8), f32, dev)
+    Wc2, Hc8 = -(-wc // 8) * 8, -(-hc // 8) * 8
+    Wc = 2 * Wc2                                                    # >= W8, a multiple of 16
+    P = take((B, H8 + Hc8, Wc), f32, dev)
+    y = P[:, :H8]
     _affine3(r, g, b, _RGB_YCC[0] / 65536, _RGB_YCC_BIAS[0] / 65536, out=y[:, :H, :W])
     _fill_edges(y, H, W).floor_()
     cf = take((B, 2, 2 * hc, Wc), f32, dev)
@@ -654,18 +664,21 @@ def _jpeg_chunk(x: torch.Tensor, out: torch.Tensor, quality: int, K, wide: torch
         _affine3(r, g, b, _RGB_YCC[k] / 65536, _RGB_YCC_BIAS[k] / 65536, out=cf[:, k - 1, :H, :W])
     _fill_edges(cf, H, W).floor_()
     s1 = torch.add(cf[:, :, 0::2], cf[:, :, 1::2], out=take((B, 2, hc, Wc), f32, dev))
-    s = take((B, 2, Hc8, Wc // 2), f32, dev)
-    torch.add(s1[..., 0::2], K["bias12"][: Wc // 2], out=s[:, :, :hc]).add_(s1[..., 1::2]).mul_(0.25).floor_()
-    _fill_edges(s, hc, Wc // 2)
-    yq = _islow_roundtrip(y, _quantizer(dev, quality, False, W8), K, wide, take)
-    cq = _islow_roundtrip(s.view(B * 2, Hc8, Wc // 2), _quantizer(dev, quality, True, Wc // 2), K, wide, take)
-    cu = _fancy_upsample(cq.view(B, 2, Hc8, Wc // 2)[..., :hc, :wc], H, W, take)   # Cb - 128, Cr - 128
+    cp = P[:, H8:]                                                  # Cb | Cr, (B, Hc8, 2 Wc2)
+    s = cp[:, :hc].view(B, hc, 2, Wc2).transpose(1, 2)              # (B, 2, hc, Wc2) view
+    torch.add(s1[..., 0::2], K["bias12"][:Wc2], out=s).add_(s1[..., 1::2]).mul_(0.25).floor_()
+    _fill_edges(cp, hc, Wc)
+    q = _quantizer(dev, quality, H8, Hc8, Wc)
+    o = _islow_roundtrip(P, q, K, wide, take)
+    yq = o[:, :H, :W]
+    cq = o[:, H8:H8 + hc].view(B, hc, 2, Wc2)[..., :wc].transpose(1, 2)
+    cu = _fancy_upsample(cq, H, W, take)                           # Cb - 128, Cr - 128
     # YCbCr -> RGB (jdcolor.c): the table terms (in 2^-16 units, exact in float32), rounded
     cb, cr = cu[:, 0], cu[:, 1]
     torch.mul(cr, _YCC_RGB[0, 1] / 65536, out=out[:, 0])
     torch.mul(cb, _YCC_RGB[1, 0] / 65536, out=out[:, 1]).add_(cr, alpha=_YCC_RGB[1, 1] / 65536)
     torch.mul(cb, _YCC_RGB[2, 0] / 65536, out=out[:, 2])
-    out.add_(0.5).floor_().add_(yq[:, :H, :W].unsqueeze(1)).clamp_(0, 255).div_(255.0)
+    out.add_(0.5).floor_().add_(yq.unsqueeze(1)).clamp_(0, 255).div_(255.0)
 
 
 def jpeg_compression(x: torch.Tensor, severity: int, draws: TorchDraws | None = None,

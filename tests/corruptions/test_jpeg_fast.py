@@ -1,0 +1,128 @@
+"""The torch JPEG (libjpeg-turbo's integer pipeline) and pixelate (Pillow's BOX / NEAREST)
+against Pillow itself, image by image: both must be bit-exact, at awkward sizes, across the
+chunks the CPU path splits a batch into, and without the reused scratch memory leaking
+between calls."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+import atom_plugin  # noqa: F401
+from atom_plugin.corruptions import corrupt
+from atom_plugin.corruptions import torch_digital as td
+
+PIL = pytest.importorskip("PIL.Image")
+
+
+def _images(n: int, H: int, W: int, seed: int = 0) -> torch.Tensor:
+    """Smooth random images plus noise and a few hard edges, 8-bit, (n, 3, H, W)."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(n, 3, max(H // 8, 1), max(W // 8, 1), generator=g)
+    x = torch.nn.functional.interpolate(base, size=(H, W), mode="bilinear", align_corners=False)
+    x = x + 0.15 * torch.randn(n, 3, H, W, generator=g)
+    x[:, :, : H // 3, : W // 4] = 1.0
+    return (x.clamp(0, 1) * 255).round() / 255
+
+
+def _u8(x1: torch.Tensor) -> np.ndarray:
+    return (x1.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+
+
+def _pil_jpeg(u8: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    PIL.fromarray(u8).save(buf, "JPEG", quality=quality)
+    buf.seek(0)
+    return np.asarray(PIL.open(buf).convert("RGB")).astype(np.int64)
+
+
+def _as255(out1: torch.Tensor) -> np.ndarray:
+    return (out1.permute(1, 2, 0).double() * 255).round().numpy().astype(np.int64)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 3), (5, 5), (8, 8), (17, 5), (4, 37), (33, 47), (100, 100), (64, 96)])
+def test_jpeg_bit_exact_with_pillow(size):
+    H, W = size
+    x = _images(2, H, W, seed=H * 1000 + W)
+    for s, quality in enumerate(td.SEVERITY_TABLES["imagenet"]["jpeg_compression"], 1):
+        out = corrupt(x, "jpeg_compression", s, table="imagenet")
+        for i in range(2):
+            ref = _pil_jpeg(_u8(x[i]), quality)
+            assert np.array_equal(_as255(out[i]), ref), (size, s, i, int(np.abs(_as255(out[i]) - ref).max()))
+
+
+def test_jpeg_bit_exact_high_quality_table_and_chunks():
+    """CIFAR qualities (>= 50: the other scaling branch) on a batch that spans several CPU
+    chunks, float64 input, gray input."""
+    x = _images(7, 160, 224, seed=1)  # 2^17 pixels per chunk: 3 images
+    for s, quality in enumerate(td.SEVERITY_TABLES["cifar"]["jpeg_compression"], 1):
+        out = corrupt(x, "jpeg_compression", s, table="cifar")
+        for i in range(7):
+            assert np.array_equal(_as255(out[i]), _pil_jpeg(_u8(x[i]), quality)), (s, i)
+    out64 = corrupt(x.double(), "jpeg_compression", 5, table="cifar")
+    assert out64.dtype == torch.float64
+    assert torch.equal(out64.float(), corrupt(x, "jpeg_compression", 5, table="cifar"))
+
+
+def test_islow_matrices_are_the_scaled_dct():
+    """libjpeg's islow constants: 2^13 x the DCT-II basis with the sqrt(2) of rows 1..7
+    (jfdctint.c), rounded within a couple of units; the inverse is the transpose."""
+    fwd, inv = td.islow_matrices()
+    k = np.arange(8)
+    basis = np.cos((2 * k[None, :] + 1) * k[:, None] * np.pi / 16) * np.where(k[:, None] == 0, 1.0, np.sqrt(2))
+    assert np.abs(fwd - 8192 * basis).max() <= 2
+    assert np.abs(inv - fwd.T).max() <= 2
+
+
+def test_jpeg_output_does_not_alias_scratch():
+    """The scratch buffers are reused: an earlier result must survive later calls."""
+    x = _images(3, 48, 48, seed=2)
+    y = _images(3, 48, 48, seed=3)
+    a = corrupt(x, "jpeg_compression", 3, table="imagenet")
+    keep = a.clone()
+    corrupt(y, "jpeg_compression", 5, table="imagenet")
+    corrupt(y, "pixelate", 5, table="imagenet")
+    assert torch.equal(a, keep)
+    p = corrupt(x, "pixelate", 2, table="imagenet")
+    keep = p.clone()
+    corrupt(y, "pixelate", 4, table="imagenet")
+    corrupt(y, "jpeg_compression", 1, table="imagenet")
+    assert torch.equal(p, keep)
+
+
+def _pil_pixelate(u8: np.ndarray, c: float, up) -> np.ndarray:
+    H, W = u8.shape[:2]
+    small = PIL.fromarray(u8).resize((int(W * c), int(H * c)), PIL.BOX)
+    return np.asarray(small.resize((W, H), up)).astype(np.int64)
+
+
+@pytest.mark.parametrize("size", [(224, 224), (37, 91), (160, 224)])
+def test_pixelate_exact_across_chunks(size):
+    """A batch larger than one CPU chunk, every table, float32 and float64."""
+    H, W = size
+    x = _images(5, H, W, seed=H + W)
+    ups = {"imagenet": PIL.NEAREST, "cifar": PIL.BOX, "tinyimagenet": PIL.BOX}
+    for table, up in ups.items():
+        for s, c in enumerate(td.SEVERITY_TABLES[table]["pixelate"], 1):
+            out = corrupt(x, "pixelate", s, table=table)
+            out64 = corrupt(x.double(), "pixelate", s, table=table)
+            assert out64.dtype == torch.float64 and torch.equal(out64.float(), out)
+            for i in range(5):
+                assert np.array_equal(_as255(out[i]), _pil_pixelate(_u8(x[i]), c, up)), (size, table, s, i)
+
+
+def test_box_plan_rounding_matches_pillow_fixed_point():
+    """The float32 rounding of every window sum equals Pillow's 22-bit fixed point."""
+    for n_in, n_out in [(224, 134), (224, 56), (97, 29), (512, 128), (9, 7)]:
+        idx, off, scale = td._box_plan(n_in, n_out, torch.device("cpu"))
+        A = td.box_matrix(n_in, n_out)
+        for o in range(n_out):
+            n = int((A[o] > 0).sum())
+            S = np.arange(255 * n + 1)
+            want = (S * int(A[o].max()) + (1 << 21)) >> 22
+            got = torch.floor((torch.from_numpy(S).float() + off[o]) * scale[o]).long().numpy()
+            assert np.array_equal(got, want), (n_in, n_out, o)
+            window = idx[:, o][idx[:, o] < n_in].numpy()
+            assert np.array_equal(window, np.flatnonzero(A[o] > 0))
