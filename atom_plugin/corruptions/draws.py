@@ -20,13 +20,19 @@ class TorchDraws:
 
     def uniform(self, shape, low: float, high: float) -> torch.Tensor:
         u = torch.rand(shape, generator=self.g, device=self.device, dtype=self.dtype)
-        return u * (high - low) + low
+        if low == 0 and high == 1:
+            return u  # u * 1 + 0 is u
+        return u.mul_(high - low).add_(low)
 
     def normal(self, shape, loc: float, scale: float) -> torch.Tensor:
-        return torch.randn(shape, generator=self.g, device=self.device, dtype=self.dtype) * scale + loc
+        return torch.randn(shape, generator=self.g, device=self.device, dtype=self.dtype).mul_(scale).add_(loc)
 
     def poisson(self, rate: torch.Tensor) -> torch.Tensor:
         return torch.poisson(rate, generator=self.g)
+
+    def integers(self, shape, low: int, high: int) -> torch.Tensor:
+        """Uniform integers in [low, high) (long), e.g. glass blur's offsets."""
+        return torch.randint(int(low), int(high), tuple(shape), generator=self.g, device=self.device)
 
     def randint(self, high: torch.Tensor) -> torch.Tensor:
         """One integer per entry of ``high`` (long, any shape), uniform in [0, high)."""
@@ -90,3 +96,6 @@ class GlassBlurDraws:
 
         vals = self.rs.randint(int(low), int(high), size=tuple(shape)[1:]).astype(np.float64)
         return torch.from_numpy(vals)[None]
+
+    def integers(self, shape, low, high):
+        return self.uniform(shape, low, high).long()

@@ -197,6 +197,13 @@ def _glass_sources_flat(H: int, W: int, delta: int, d: torch.Tensor) -> torch.Te
         nxt = nxt2
 
 
+def _integers(draws, shape, low: int, high: int) -> torch.Tensor:
+    """Uniform integers in [low, high) from ``draws`` (its ``integers`` when it has one)."""
+    if hasattr(draws, "integers"):
+        return draws.integers(shape, low, high)
+    return torch.floor(draws.uniform(shape, low, high)).long()
+
+
 #: glass blur works on chunks of about this many bytes of images (with their index arrays,
 #: they stay in the caches)
 GLASS_CHUNK_BYTES = 1 << 20
@@ -212,14 +219,14 @@ def glass_blur(x: torch.Tensor, severity: int, draws: TorchDraws, table: str = "
     B, C, H, W = x.shape
     sw = _sweep(H, W, delta)
     # one (dx, dy) per step of the sweep, uniform integers in [-delta, delta)
-    ds = [torch.floor(draws.uniform((B, sw[0].numel(), 2), -delta, delta)).long().to(x.device)
-          for _ in range(iters)] if sw is not None else []
+    ds = [] if sw is None else [_integers(draws, (B, sw[0].numel(), 2), -delta, delta).to(x.device)
+                                for _ in range(iters)]
     per = max(1, GLASS_CHUNK_BYTES // (C * H * W * x.element_size()))
     out = torch.empty_like(x)
     for i in range(0, B, per):
         xc = x[i:i + per]
         b = xc.shape[0]
-        y = torch.floor(gaussian_filter(xc, sigma).mul_(255.0)).div_(255.0)
+        y = gaussian_filter(xc, sigma).mul_(255.0).floor_().div_(255.0)
         if ds:
             src = None
             for d in ds:
@@ -228,8 +235,12 @@ def glass_blur(x: torch.Tensor, severity: int, draws: TorchDraws, table: str = "
             # y's flat index of channel 0 of every source pixel; channel c reads from c H W on
             base = src.view(b, H * W).add_((torch.arange(b, device=x.device) * ((C - 1) * H * W)).view(b, 1)).view(-1)
             flat = y.reshape(-1)
-            y = torch.stack([flat[c * H * W:].index_select(0, base).view(b, H, W) for c in range(C)], 1)
-        out[i:i + per] = gaussian_filter(y, sigma).clamp_(0, 1)
+            yc = torch.empty(C, b * H * W, dtype=x.dtype, device=x.device)  # channels first
+            for c in range(C):
+                torch.index_select(flat[c * H * W:], 0, base, out=yc[c])
+            out[i:i + per] = gaussian_filter(yc.view(C, b, H, W), sigma).clamp_(0, 1).transpose(0, 1)
+        else:
+            out[i:i + per] = gaussian_filter(y, sigma).clamp_(0, 1)
     return out
 
 
