@@ -5,10 +5,13 @@ order as the reference: snow = normal layer + motion angle; frost = texture inde
 corner; fog = the plasma fractal's uniforms), so they match the reference pixel by pixel
 when the draws are replayed, and in distribution otherwise.  Frost uses the six frost
 textures shipped with ``imagecorruptions`` (loaded and resized once per image size with
-OpenCV, as the reference does, then kept on the images' device).  Spatter: the mud
-variant (severity 4, 5) follows the reference exactly; the water variant (1-3) replaces
-OpenCV's Canny / distance transform with a boundary-distance approximation (same
-pipeline otherwise), so it matches in distribution only.
+OpenCV, as the reference does, then kept on the images' device).  Spatter follows the
+reference step by step: with replayed draws (float64) the Gaussian is scipy's arithmetic
+bit for bit and the water variant (1-3: OpenCV's Canny, its float32 chamfer distance
+transform, cv2.blur, equalizeHist, the relief filter) gives the reference's 8-bit image;
+the mud variant (4, 5) too, in float64 (its colour is added in float64).  On the CPU, Canny
+and the distance transform are OpenCV's own functions (faster there); the tensor versions
+(any device) give the same bits.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._common import filter_matrix, gaussian_filter, gaussian_kernel1d, pad2d, to_gray
+from ._common import filter_matrix, pad2d, to_gray
 from .draws import TorchDraws
 from .tables import FROST_SCALE, FROST_TEXTURES, NATIVE_SIZE, SEVERITY_TABLES, table_params
 from .torch_blur import motion_blur_layer, zoom_matrix
@@ -175,29 +178,44 @@ def fog(x: torch.Tensor, severity: int, draws: TorchDraws, table: str = "imagene
 
 
 # -- spatter ---------------------------------------------------------------------------
-def _gaussian_axis(x: torch.Tensor, k: list, dim: int) -> torch.Tensor:
+@lru_cache(maxsize=64)
+def _scipy_gaussian_kernel(sigma: float) -> tuple:
+    """scipy.ndimage's Gaussian weights for ``sigma`` (truncate 4), computed as scipy does."""
+    radius = int(4.0 * float(sigma) + 0.5)
+    x = np.arange(-radius, radius + 1)
+    phi = np.exp(-0.5 / (sigma * sigma) * x ** 2)
+    return tuple(float(v) for v in phi / phi.sum())
+
+
+def _gaussian_axis(x: torch.Tensor, k: tuple, dim: int) -> torch.Tensor:
     """Correlate axis ``dim`` (-2 or -1) of ``x`` with the odd symmetric kernel ``k``,
-    borders "nearest": a dense (n, n) product on short axes, else 2 r + 1 shifted views
-    (symmetric taps), whose cost grows as n r instead of n^2 per line."""
+    borders "nearest".  float64: scipy's own arithmetic (centre tap, then the pairs from the
+    outermost in, each pair summed then scaled: bit for bit).  float32: a dense (n, n)
+    product on short axes, else shifted views (fused multiply-adds), whose cost grows as
+    n r instead of n^2 per line."""
     r = (len(k) - 1) // 2
     n = x.shape[dim]
-    if n < 6 * (2 * r + 1):
-        M = torch.from_numpy(filter_matrix(n, tuple(k), "nearest")).to(dtype=x.dtype, device=x.device)
+    exact = x.dtype == torch.float64
+    if not exact and n < 6 * (2 * r + 1):
+        M = torch.from_numpy(filter_matrix(n, k, "nearest")).to(dtype=x.dtype, device=x.device)
         return torch.matmul(M, x) if dim == -2 else torch.matmul(x, M.T)
     p = F.pad(x, (0, 0, r, r) if dim == -2 else (r, r, 0, 0), mode="replicate")
     y = p.narrow(dim, r, n) * k[r]
     pair = torch.empty_like(y)  # one buffer for the pairs (fresh large tensors cost page faults)
-    for j in range(1, r + 1):
+    for j in range(r, 0, -1):
         torch.add(p.narrow(dim, r - j, n), p.narrow(dim, r + j, n), out=pair)
-        y.add_(pair, alpha=k[r + j])
+        if exact:
+            y += pair.mul_(k[r + j])
+        else:
+            y.add_(pair, alpha=k[r + j])
     return y
 
 
 def _gaussian(x: torch.Tensor, sigma: float, between=None) -> torch.Tensor:
-    """gaussian_filter(x, sigma) (scipy's, mode "nearest", truncate 4) over the last two axes,
-    H then W as scipy does; ``between``: the dtype scipy stores the first pass in (float32
-    for a float32 image, which the replayed mud mask needs bit for bit)."""
-    k = gaussian_kernel1d(float(sigma), int(4.0 * float(sigma) + 0.5)).tolist()
+    """scipy.ndimage.gaussian_filter(x, sigma) (mode "nearest", truncate 4) over the last two
+    axes, H then W as scipy does; bit for bit in float64 (the replayed draws).  ``between``:
+    the dtype scipy stores the first pass in (float32 for a float32 image)."""
+    k = _scipy_gaussian_kernel(float(sigma))
     y = _gaussian_axis(x, k, -2)
     if between is not None:
         y = y.to(between).to(x.dtype)
@@ -432,8 +450,9 @@ def spatter(x: torch.Tensor, severity: int, draws: TorchDraws, table: str = "ima
         m = _gaussian((liquid > thr).to(x.dtype), intensity)
         m = m.masked_fill_(m < 0.8, 0)
         return (x * (1 - m)).addcmul_(m, x.new_tensor(color).view(1, 3, 1, 1)).clamp_(0, 1)
-    # water: the 8-bit liquid layer (exact integers from here on, float32)
-    lq8 = torch.floor(liquid.masked_fill_(liquid < thr, 0) * 255).to(torch.float32)
+    # water: the 8-bit liquid layer (exact integers from here on, float32); the reference's
+    # astype(uint8) wraps a layer above 1 around (261.6 -> 5), so does this
+    lq8 = torch.floor(liquid.masked_fill_(liquid < thr, 0) * 255).remainder_(256).to(torch.float32)
     m = lq8 * _water_distance(lq8)
     mx = m.amax(dim=(2, 3), keepdim=True)
     # the reference's float32 arithmetic, operation by operation

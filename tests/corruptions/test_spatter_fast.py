@@ -126,8 +126,11 @@ def test_water_spatter_bit_exact_with_replayed_draws(severity, monkeypatch):
     (float32 x 255, truncated) is the reference's uint8 image, pixel for pixel; also with
     the tensor Canny and distance transform forced (the path of other devices)."""
     rng = np.random.default_rng(10 + severity)
-    for seed, size in ((severity, 48), (40 + severity, 37)):
-        u8 = rng.integers(0, 256, (size, size + 3, 3)).astype(np.uint8)
+    cases = [(severity, 48, 51), (40 + severity, 37, 40)]
+    if severity == 3:
+        cases.append((101, 100, 100))  # a liquid layer above 1: astype(uint8) wraps it around
+    for seed, h, w in cases:
+        u8 = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
         ref = _reference_water(u8, severity, seed)
         x = torch.from_numpy(u8).permute(2, 0, 1)[None].float() / 255
         outs = []
@@ -144,16 +147,23 @@ def test_water_spatter_bit_exact_with_replayed_draws(severity, monkeypatch):
 
 
 @pytest.mark.parametrize("sigma", [1, 1.5, 4])
-def test_gaussian_taps_match_scipy(sigma):
-    """The shifted-view Gaussian (large images) and the dense one (small) against scipy."""
+def test_gaussian_matches_scipy(sigma):
+    """float64: scipy's arithmetic bit for bit (also a float32 image's mask, rounded to
+    float32 between the passes); float32: the shifted views (large images) and the dense
+    product (small) within float32 rounding."""
     from scipy.ndimage import gaussian_filter as scipy_gaussian
 
     rng = np.random.default_rng(4)
     for H, W in ((200, 213), (31, 40)):
         x = rng.normal(0.6, 0.3, (2, 1, H, W))
         want = np.stack([scipy_gaussian(v[0], sigma, mode="nearest", truncate=4.0) for v in x])[:, None]
-        got = tw._gaussian(torch.from_numpy(x), sigma).numpy()
-        np.testing.assert_allclose(got, want, rtol=0, atol=1e-13)
+        np.testing.assert_array_equal(tw._gaussian(torch.from_numpy(x), sigma).numpy(), want)
+        got32 = tw._gaussian(torch.from_numpy(x).float(), sigma).numpy()
+        np.testing.assert_allclose(got32, want, rtol=0, atol=2e-6)
+        m = (x > 0.6).astype(np.float32)
+        want_m = np.stack([scipy_gaussian(v[0], sigma, mode="nearest", truncate=4.0) for v in m])[:, None]
+        got_m = tw._gaussian(torch.from_numpy(m).double(), sigma, between=torch.float32).float().numpy()
+        np.testing.assert_array_equal(got_m, want_m)
 
 
 @pytest.mark.parametrize("severity", [4, 5])
