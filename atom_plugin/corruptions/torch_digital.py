@@ -595,8 +595,8 @@ def _islow_roundtrip(p: torch.Tensor, tables, K, wide: torch.dtype, take) -> tor
     # |t| < 2^15 and every q, checked exhaustively)
     hinv, inv, q = tables
     t = t32.view(N, H // 8, 8, W).copy_(tb.view(N, H // 8, 8, W))
-    a = torch.copysign(hinv, t, out=take(t.shape, torch.float32, p.device))
-    torch.mul(a.addcmul_(t, inv).add_(0.5).floor_(), q, out=tb.view(t.shape))
+    a = torch.sign(t, out=take(t.shape, torch.float32, p.device)).mul_(hinv)   # t = 0 gives 0 anyway
+    tb.view(t.shape).copy_(a.addcmul_(t, inv).add_(0.5).floor_().mul_(q))
     # inverse pass 1, columns (contract the vertical frequency)
     torch.matmul(K["inv"], tb, out=ta).add_(0.5).floor_()
     # inverse pass 2, rows (contract the horizontal frequency): DESCALE(., 18) + 128, clamped
