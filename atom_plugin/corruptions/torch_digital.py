@@ -6,10 +6,11 @@ hue fixed, every RGB channel is affine in value and saturation.  Elastic transfo
 deterministic given its two uniform random fields (smoothed with scipy's "reflect"
 gaussian, bilinear sampling with "reflect" borders, as scipy's ``map_coordinates``).
 Pixelate reproduces PIL's BOX downscale (0/1 box weights, horizontal then vertical pass,
-each rounded to 8 bits as PIL does) and NEAREST upscale: its output is 8-bit.  JPEG is a
-float re-implementation of baseline libjpeg (PIL's quality scaling of the standard tables,
-JFIF YCbCr, 4:2:0 chroma subsampling, fancy upsampling on decode); it is close to PIL but
-not bit-exact (libjpeg uses integer DCTs and fixed-point colour conversion).
+each rounded to 8 bits as PIL does) and NEAREST upscale: its output is 8-bit.  JPEG
+reproduces Pillow's encode + decode (its libjpeg-turbo: fixed-point YCbCr, 4:2:0 with the
+1, 2 downsampling bias, the integer "islow" DCT and IDCT, libjpeg's quantizer, fancy
+upsampling) bit for bit.  On the CPU both run in chunks of images through scratch buffers
+kept between calls (see :class:`_Scratch`).
 """
 from __future__ import annotations
 
@@ -604,32 +605,47 @@ def _islow_roundtrip(p: torch.Tensor, tables, K, wide: torch.dtype, take) -> tor
     return t32.copy_(tb.view(N, H, W)).clamp_(0, 255)
 
 
+@lru_cache(maxsize=16)
+def _fancy_matrices(device: torch.device):
+    """h2v2 fancy upsampling of 8 samples with one halo sample each side (10 -> 16):
+    vertical ``3 nearer + farther`` (16 x 10), horizontal the same / 16, transposed
+    (10 x 16), and the horizontal biases (8 | 7 - 128 x 16) / 16 of 16 output columns."""
+    U = np.zeros((16, 10))
+    for i in range(8):
+        U[2 * i, i], U[2 * i, i + 1], U[2 * i + 1, i + 1], U[2 * i + 1, i + 2] = 1, 3, 3, 1
+    bias = np.tile([8.0 - 2048.0, 7.0 - 2048.0], 8) / 16
+    f32 = dict(device=device, dtype=torch.float32)
+    return torch.tensor(U, **f32), torch.tensor(U.T / 16, **f32), torch.tensor(bias, **f32)
+
+
 def _fancy_upsample(c: torch.Tensor, H: int, W: int, take) -> torch.Tensor:
     """libjpeg's h2v2 "fancy" (triangular) chroma upsampling (jdsample.c) of the decoded
     chroma ``c`` (N, C, h, w) (its true size: ceil(H / 2) x ceil(W / 2)) to (N, C, H, W),
     minus 128: ``3 nearer + farther`` rows (edge rows replicated), then per column
     ``(3 nearer + farther + 8 | 7) >> 4`` (bias 8 for even, 7 for odd output columns, edge
-    columns replicated).  Widths <= 2 use plain replication, as libjpeg."""
+    columns replicated).  Both passes are small matmuls over tiles of 8 samples with a
+    one-sample halo (exact in float32: integers below 2^12, then multiples of 1/16), whose
+    16 outputs are the interleaved upsampled samples.  Widths <= 2 use plain replication,
+    as libjpeg."""
     N, C, h, w = c.shape
     if w <= 2:
         return c.repeat_interleave(2, 2).repeat_interleave(2, 3)[..., :H, :W] - 128.0
-    c3 = torch.mul(c, 3.0, out=take((N, C, h, w), c.dtype, c.device))
-    v = take((N, C, h, 2, w), c.dtype, c.device)                    # rows 2i, 2i + 1
-    torch.add(c3[:, :, 1:], c[:, :, :-1], out=v[:, :, 1:, 0])
-    torch.add(c3[:, :, :-1], c[:, :, 1:], out=v[:, :, :-1, 1])
-    torch.add(c3[:, :, :1], c[:, :, :1], out=v[:, :, :1, 0])
-    torch.add(c3[:, :, -1:], c[:, :, -1:], out=v[:, :, -1:, 1])
-    v = v.view(N, C, 2 * h, w)[:, :, :H]
-    v3 = torch.mul(v, 3.0, out=take((N, C, H, w), c.dtype, c.device)).add_(8.0 - 2048.0)  # bias, -128 x 16
-    o = take((N, C, H, w, 2), c.dtype, c.device)                    # columns 2j, 2j + 1
-    torch.add(v3[..., 1:], v[..., :-1], out=o[..., 1:, 0])
-    torch.add(v3[..., :-1], v[..., 1:], out=o[..., :-1, 1])
-    torch.add(v3[..., :1], v[..., :1], out=o[..., :1, 0])
-    torch.add(v3[..., -1:], v[..., -1:], out=o[..., -1:, 1])
-    o = o.view(N, C, H, 2 * w)
-    o[..., 1::2].sub_(1.0)                                          # bias 7 on odd columns
-    o = o.mul_(1.0 / 16.0).floor_()
-    return o if 2 * w == W else o[..., :W]
+    U, UhT, bias = _fancy_matrices(c.device)
+    hp, wp = -(-h // 8) * 8, -(-w // 8) * 8
+    L = wp + 2
+    cp = take((N, C, hp + 2, L), c.dtype, c.device)                 # replicated halo
+    cp[:, :, 1:h + 1, 1:w + 1] = c
+    cp[:, :, 1:h + 1, 0] = c[..., 0]
+    cp[:, :, 1:h + 1, w + 1:] = c[..., -1:]
+    cp[:, :, 0] = cp[:, :, 1]
+    cp[:, :, h + 1:] = cp[:, :, h:h + 1]
+    X = cp.as_strided((N * C, hp // 8, 10, L), ((hp + 2) * L, 8 * L, L, 1))
+    V = torch.matmul(U, X, out=take((N * C, hp // 8, 16, L), c.dtype, c.device)).view(N * C, 2 * hp, L)
+    Xh = take((N * C, 2 * hp, wp // 8, 10), c.dtype, c.device)
+    Xh.copy_(V.as_strided((N * C, 2 * hp, wp // 8, 10), (2 * hp * L, L, 8, 1)))
+    o = torch.matmul(Xh, UhT, out=take((N * C, 2 * hp, wp // 8, 16), c.dtype, c.device))
+    o = o.view(N, C, 2 * hp, 2 * wp).add_(bias.repeat(wp // 8)).floor_()
+    return o[:, :, :H, :W]
 
 
 def _affine3(r, g, b, w, bias, out):
