@@ -606,15 +606,15 @@ def _islow_roundtrip(p: torch.Tensor, tables, K, wide: torch.dtype, take) -> tor
     return t32.copy_(tb.view(N, H, W)).clamp_(0, 255)
 
 
-@lru_cache(maxsize=16)
-def _fancy_matrices(device: torch.device):
+@lru_cache(maxsize=64)
+def _fancy_matrices(device: torch.device, wp: int):
     """h2v2 fancy upsampling of 8 samples with one halo sample each side (10 -> 16):
     vertical ``3 nearer + farther`` (16 x 10), horizontal the same / 16, transposed
-    (10 x 16), and the horizontal biases (8 | 7 - 128 x 16) / 16 of 16 output columns."""
+    (10 x 16), and the horizontal biases (8 | 7 - 128 x 16) / 16 of the 2 wp output columns."""
     U = np.zeros((16, 10))
     for i in range(8):
         U[2 * i, i], U[2 * i, i + 1], U[2 * i + 1, i + 1], U[2 * i + 1, i + 2] = 1, 3, 3, 1
-    bias = np.tile([8.0 - 2048.0, 7.0 - 2048.0], 8) / 16
+    bias = np.tile([8.0 - 2048.0, 7.0 - 2048.0], wp) / 16
     f32 = dict(device=device, dtype=torch.float32)
     return torch.tensor(U, **f32), torch.tensor(U.T / 16, **f32), torch.tensor(bias, **f32)
 
@@ -631,8 +631,8 @@ def _fancy_upsample(c: torch.Tensor, H: int, W: int, take) -> torch.Tensor:
     N, C, h, w = c.shape
     if w <= 2:
         return c.repeat_interleave(2, 2).repeat_interleave(2, 3)[..., :H, :W] - 128.0
-    U, UhT, bias = _fancy_matrices(c.device)
     hp, wp = -(-h // 8) * 8, -(-w // 8) * 8
+    U, UhT, bias = _fancy_matrices(c.device, wp)
     L = wp + 2
     cp = take((N, C, hp + 2, L), c.dtype, c.device)                 # replicated halo
     cp[:, :, 1:h + 1, 1:w + 1] = c
@@ -645,7 +645,7 @@ def _fancy_upsample(c: torch.Tensor, H: int, W: int, take) -> torch.Tensor:
     Xh = take((N * C, 2 * hp, wp // 8, 10), c.dtype, c.device)
     Xh.copy_(V.as_strided((N * C, 2 * hp, wp // 8, 10), (2 * hp * L, L, 8, 1)))
     o = torch.matmul(Xh, UhT, out=take((N * C, 2 * hp, wp // 8, 16), c.dtype, c.device))
-    o = o.view(N, C, 2 * hp, 2 * wp).add_(bias.repeat(wp // 8)).floor_()
+    o = o.view(N, C, 2 * hp, 2 * wp).add_(bias).floor_()
     return o[:, :, :H, :W]
 
 
