@@ -164,11 +164,13 @@ def glass_shuffle_sources(H: int, W: int, delta: int, d: torch.Tensor) -> torch.
     """The source pixel of every pixel after one sweep, ``(B, H W)`` long, given the
     offsets ``d`` (B, N, 2) = (dx, dy) of the N steps in sweep order."""
     B = d.shape[0]
-    return _glass_sources_flat(H, W, delta, d).view(B, H * W) - (torch.arange(B, device=d.device) * (H * W)).view(B, 1)
+    src = _glass_sources_flat(H, W, delta, d[..., 1] * W + d[..., 0])
+    return src.view(B, H * W) - (torch.arange(B, device=d.device) * (H * W)).view(B, 1)
 
 
-def _glass_sources_flat(H: int, W: int, delta: int, d: torch.Tensor) -> torch.Tensor:
-    """:func:`glass_shuffle_sources` as indices into the flattened batch, ``(B H W,)``.
+def _glass_sources_flat(H: int, W: int, delta: int, shift: torch.Tensor) -> torch.Tensor:
+    """:func:`glass_shuffle_sources` as indices into the flattened batch, ``(B H W,)``,
+    given the steps' partner shifts ``dy W + dx`` (B, N) long.
 
     Step p copies the current value of its partner q.  If q is visited before p, that
     value is what q itself got, so p's source is q's source; otherwise it is q's original
@@ -177,10 +179,11 @@ def _glass_sources_flat(H: int, W: int, delta: int, d: torch.Tensor) -> torch.Te
     few ``index_select`` of the batch's pointers), and a pixel's source is the partner of
     the end of its chain: exact for the same offsets, without the sequential sweep."""
     pos, step = _sweep(H, W, delta)
+    d = shift
     pos, step = pos.to(d.device), step.to(d.device)
     B, n = d.shape[:2]
     HW = H * W
-    partner = (d[..., 1] * W + d[..., 0]).add_(pos.view(1, -1))                       # (B, n)
+    partner = d + pos.view(1, -1)                                                      # (B, n)
     follow = step.index_select(0, partner.view(-1)).view(B, n) < step.index_select(0, pos).view(1, -1)
     off = (torch.arange(B, device=d.device) * HW).view(B, 1)
     gpart = partner.add_(off)                                                          # global
@@ -197,11 +200,23 @@ def _glass_sources_flat(H: int, W: int, delta: int, d: torch.Tensor) -> torch.Te
         nxt = nxt2
 
 
-def _integers(draws, shape, low: int, high: int) -> torch.Tensor:
-    """Uniform integers in [low, high) from ``draws`` (its ``integers`` when it has one)."""
+def _glass_shifts(draws, B: int, n: int, H: int, W: int, delta: int, device) -> torch.Tensor:
+    """The partner shifts dy W + dx (B, n) long of a sweep's steps, (dx, dy) uniform
+    integers in [-delta, delta): from a torch generator one integer per step, uniform over
+    the (2 delta)^2 pairs, mapped by a table; from other draws (replays of the reference)
+    the (B, n, 2) offsets of their ``integers`` (or ``uniform``)."""
+    g = getattr(draws, "g", None)
+    if isinstance(g, torch.Generator):
+        m = 2 * delta
+        pair = torch.arange(m * m, device=g.device)
+        table = (pair // m - delta) * W + (pair % m - delta)   # v -> (dx, dy) = (v % m, v // m) - delta
+        v = torch.randint(0, m * m, (B * n,), generator=g, device=g.device, dtype=torch.int32)
+        return table.index_select(0, v).view(B, n).to(device)
     if hasattr(draws, "integers"):
-        return draws.integers(shape, low, high)
-    return torch.floor(draws.uniform(shape, low, high)).long()
+        d = draws.integers((B, n, 2), -delta, delta)
+    else:
+        d = torch.floor(draws.uniform((B, n, 2), -delta, delta)).long()
+    return (d[..., 1] * W + d[..., 0]).to(device)
 
 
 #: glass blur works on chunks of about this many bytes of images (with their index arrays,
@@ -219,8 +234,7 @@ def glass_blur(x: torch.Tensor, severity: int, draws: TorchDraws, table: str = "
     B, C, H, W = x.shape
     sw = _sweep(H, W, delta)
     # one (dx, dy) per step of the sweep, uniform integers in [-delta, delta)
-    ds = [] if sw is None else [_integers(draws, (B, sw[0].numel(), 2), -delta, delta).to(x.device)
-                                for _ in range(iters)]
+    ds = [] if sw is None else [_glass_shifts(draws, B, sw[0].numel(), H, W, delta, x.device) for _ in range(iters)]
     per = max(1, GLASS_CHUNK_BYTES // (C * H * W * x.element_size()))
     out = torch.empty_like(x)
     for i in range(0, B, per):
