@@ -425,7 +425,7 @@ def pixelate(x: torch.Tensor, severity: int, draws: TorchDraws | None = None, ta
         ih = np.minimum(((np.arange(H) + 0.5) * (h / H)).astype(np.int64), h - 1)
         iw = np.minimum(((np.arange(W) + 0.5) * (w / W)).astype(np.int64), w - 1)
     ih, iw = torch.from_numpy(ih).to(x.device), torch.from_numpy(iw).to(x.device)
-    xf = x.to(torch.float32)
+    xf = x.detach().to(torch.float32)
     out = torch.empty(xf.shape, dtype=torch.float32, device=x.device)
     for sl in _chunks(xf):
         _SCRATCH.reset()
@@ -705,7 +705,7 @@ def jpeg_compression(x: torch.Tensor, severity: int, draws: TorchDraws | None = 
     quality = table_params(table, "jpeg_compression", severity)
     wide = torch.float64 if x.device.type != "mps" else torch.float32
     K = _jpeg_consts(x.device, wide)
-    xf = x.to(torch.float32).contiguous()
+    xf = x.detach().to(torch.float32).contiguous()
     out = torch.empty(xf.shape, dtype=torch.float32, device=x.device)
     for sl in _chunks(xf):
         _SCRATCH.reset()
