@@ -119,13 +119,18 @@ def defocus_blur(x: torch.Tensor, severity: int, draws: TorchDraws | None = None
         # image (the zero-filled tail is never read by the kept outputs)
         Hp, Wp = fft_size(H + 2 * r), fft_size(W + 2 * r)
         G = _defocus_spectrum(Hp, Wp, radius, alias_blur, x.dtype, str(x.device))
+        ksum = float(disk_kernel(radius, alias_blur).astype(np.float64).sum())
         # on the CPU in chunks of ~DEFOCUS_FFT_CHUNK_BYTES (cache-sized buffers)
         per = max(1, DEFOCUS_FFT_CHUNK_BYTES // (C * Hp * Wp * x.element_size())) if x.device.type == "cpu" else B
         out = torch.empty_like(x)
         for i in range(0, B, per):
-            xp = F.pad(x[i:i + per], (r, r, r, r), mode="reflect")  # reflect-101, as cv2
+            # each image channel minus its mean (added back times the kernel's sum): the
+            # FFT's rounding error scales with the signal, which loses its large DC term
+            xc = x[i:i + per]
+            m = xc.mean((-2, -1), keepdim=True)
+            xp = F.pad(xc - m, (r, r, r, r), mode="reflect")  # reflect-101, as cv2
             y = torch.fft.irfft2(torch.fft.rfft2(xp, s=(Hp, Wp)).mul_(G), s=(Hp, Wp))
-            out[i:i + per] = y[..., :H, :W]
+            out[i:i + per] = y[..., :H, :W].add_(m * ksum)
         return out.clamp_(0, 1)
     Mh, Mw, r = _defocus_matrices(H, W, radius, alias_blur, x.dtype, str(x.device))
     return torch.matmul(Mh, torch.matmul(x, Mw).view(B, C, H * r, W)).clamp_(0, 1)
