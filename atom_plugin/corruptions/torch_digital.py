@@ -640,11 +640,14 @@ def _fancy_upsample(c: torch.Tensor, H: int, W: int, take) -> torch.Tensor:
     cp[:, :, 1:h + 1, w + 1:] = c[..., -1:]
     cp[:, :, 0] = cp[:, :, 1]
     cp[:, :, h + 1:] = cp[:, :, h:h + 1]
-    X = cp.as_strided((N * C, hp // 8, 10, L), ((hp + 2) * L, 8 * L, L, 1))
-    V = torch.matmul(U, X, out=take((N * C, hp // 8, 16, L), c.dtype, c.device)).view(N * C, 2 * hp, L)
-    Xh = take((N * C, 2 * hp, wp // 8, 10), c.dtype, c.device)
-    Xh.copy_(V.as_strided((N * C, 2 * hp, wp // 8, 10), (2 * hp * L, L, 8, 1)))
-    o = torch.matmul(Xh, UhT, out=take((N * C, 2 * hp, wp // 8, 16), c.dtype, c.device))
+    # horizontal pass first (on the h + 2 rows, not 2 h): 8 columns + halo -> 16
+    Xh = take((N * C, hp + 2, wp // 8, 10), c.dtype, c.device)
+    Xh.copy_(cp.as_strided((N * C, hp + 2, wp // 8, 10), ((hp + 2) * L, L, 8, 1)))
+    Hh = torch.matmul(Xh, UhT, out=take((N * C, hp + 2, wp // 8, 16), c.dtype, c.device))
+    # vertical pass: tiles of 8 rows + halo -> 16 rows
+    L2 = 2 * wp
+    X = Hh.view(N * C, hp + 2, L2).as_strided((N * C, hp // 8, 10, L2), ((hp + 2) * L2, 8 * L2, L2, 1))
+    o = torch.matmul(U, X, out=take((N * C, hp // 8, 16, L2), c.dtype, c.device))
     o = o.view(N, C, 2 * hp, 2 * wp).add_(bias).floor_()
     return o[:, :, :H, :W]
 
