@@ -341,12 +341,9 @@ def _motion_blur_rows(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, w: to
     dy, dx, w = dy[:, :T], dx[:, :T], w[:, :T]
     hb = max(1, min(Ho, MOTION_ROWS_BYTES // (T * C * Wo * x.element_size())))  # rows per block
     nb = -(-Ho // hb)
-    # columns: replicated edges (concatenated); rows: clamped source indices
+    # columns: replicated edges (concatenated, per chunk of images); rows: clamped sources
     left, right = max(0, int(dx.max())), max(0, Wo - int(dx.min()) - W)
-    xp = torch.cat([x[..., :1].expand(B, C, H, left), x, x[..., -1:].expand(B, C, H, right)], -1)
-    Wp = xp.shape[-1]
-    flat = xp.reshape(-1)
-    rows = flat.as_strided((flat.numel() - Wo + 1, Wo), (1, 1))  # rows[k] = flat[k:k + Wo]
+    Wp = W + left + right
     U = B * nb                                                  # units: (image, block)
     unit = torch.arange(U, device=x.device)
     unit_img = unit // nb
@@ -356,12 +353,20 @@ def _motion_blur_rows(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, w: to
     chan = (torch.arange(C, device=x.device) * (H * Wp)).view(1, 1, C, 1)
     wu = w.index_select(0, unit_img).unsqueeze(1)               # (U, 1, T)
     out = torch.empty(U, 1, C * hb * Wo, dtype=x.dtype, device=x.device)
-    per = max(1, MOTION_ROWS_BYTES // (T * C * hb * Wo * x.element_size()))
-    for s in range(0, U, per):
-        e = min(U, s + per)
-        idx = src[s:e].unsqueeze(2) + chan                      # (units, T, C, hb)
-        g = rows.index_select(0, idx.view(-1)).view(e - s, T, C * hb * Wo)
-        torch.bmm(wu[s:e], g, out=out[s:e])
+    per = max(1, MOTION_ROWS_BYTES // (T * C * hb * Wo * x.element_size()))      # units per step
+    ipc = max(1, MOTION_ROWS_BYTES // (C * H * Wp * x.element_size()))           # images per padded chunk
+    for i0 in range(0, B, ipc):
+        i1 = min(B, i0 + ipc)
+        xc = x[i0:i1]
+        xp = torch.cat([xc[..., :1].expand(i1 - i0, C, H, left), xc, xc[..., -1:].expand(i1 - i0, C, H, right)], -1)
+        flat = xp.reshape(-1)
+        rows = flat.as_strided((flat.numel() - Wo + 1, Wo), (1, 1))  # rows[k] = flat[k:k + Wo]
+        base = chan - i0 * (C * H * Wp)                             # this chunk's first image at 0
+        for s in range(i0 * nb, i1 * nb, per):
+            e = min(i1 * nb, s + per)
+            idx = src[s:e].unsqueeze(2) + base                      # (units, T, C, hb)
+            g = rows.index_select(0, idx.view(-1)).view(e - s, T, C * hb * Wo)
+            torch.bmm(wu[s:e], g, out=out[s:e])
     out = out.view(B, nb, C, hb, Wo).transpose(1, 2).reshape(B, C, nb * hb, Wo)
     return out[:, :, :Ho]
 
