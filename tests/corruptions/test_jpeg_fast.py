@@ -126,3 +126,70 @@ def test_box_plan_rounding_matches_pillow_fixed_point():
             assert np.array_equal(got, want), (n_in, n_out, o)
             window = idx[:, o][idx[:, o] < n_in].numpy()
             assert np.array_equal(window, np.flatnonzero(A[o] > 0))
+
+
+def _pil_batch(x: torch.Tensor, quality: int) -> np.ndarray:
+    return np.stack([_pil_jpeg(_u8(x[i]), quality) for i in range(x.shape[0])])
+
+
+def _check_all_severities(x: torch.Tensor, table: str = "imagenet") -> None:
+    for s, quality in enumerate(td.SEVERITY_TABLES[table]["jpeg_compression"], 1):
+        out = corrupt(x, "jpeg_compression", s, table=table)
+        got = np.stack([_as255(out[i]) for i in range(x.shape[0])])
+        assert np.array_equal(got, _pil_batch(x, quality)), (tuple(x.shape), s)
+
+
+def test_jpeg_cache_invisible_in_place_and_equal_content():
+    """The CPU path reuses the quality-independent encoder half of the previous input: an
+    in-place change of the same tensor (one image of one chunk, one pixel by one level),
+    another tensor with equal content, and another shape must all give Pillow's output."""
+    x = _images(5, 160, 224, seed=7)                  # 3 images per CPU chunk: 2 chunks
+    _check_all_severities(x)
+    x[4, 1, 80, 100] = (x[4, 1, 80, 100] * 255 + (1 if x[4, 1, 80, 100] < 1 else -1)).round() / 255
+    _check_all_severities(x)                          # second chunk changed
+    x[0] = _images(1, 160, 224, seed=8)[0]
+    _check_all_severities(x)                          # first chunk changed
+    y = x.clone()
+    a = corrupt(x, "jpeg_compression", 2, table="imagenet")
+    assert torch.equal(corrupt(y, "jpeg_compression", 2, table="imagenet"), a)
+    z = _images(5, 160, 224, seed=9)
+    _check_all_severities(z)
+    _check_all_severities(_images(2, 40, 24, seed=10))
+    _check_all_severities(x[1:3])                     # a view of the earlier input
+
+
+def test_jpeg_cache_over_cap_and_threads(monkeypatch):
+    """Batches larger than the cache cap (not cached) and concurrent threads (one cache each)
+    stay exact."""
+    import threading
+
+    monkeypatch.setattr(td, "_JPEG_CACHE_CAP", 1000)
+    _check_all_severities(_images(2, 32, 32, seed=11))
+    monkeypatch.undo()
+    errors = []
+
+    def work(seed):
+        try:
+            for k in range(2):
+                _check_all_severities(_images(2, 48, 40, seed=seed + k))
+        except AssertionError as e:                   # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(20 + 10 * i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+def test_quantizer_rounding_matches_libjpeg_exhaustively():
+    """libjpeg's quantizer sign(c) floor((|c| + 4q) / 8q) (jcdctmgr.c) equals the float32
+    round((c + sign(c) / 2) * fl(1 / 8q)) the torch path uses, for every q 1..255 and every
+    |c| < 2^15."""
+    c = torch.arange(-(1 << 15) + 1, 1 << 15, dtype=torch.int64)
+    tt = (c.double() + 0.5 * torch.sign(c.double())).float()
+    for q in range(1, 256):
+        want = torch.sign(c) * ((c.abs() + 4 * q) // (8 * q))
+        inv = torch.tensor(np.float32(1.0 / (8 * q)))
+        assert torch.equal(torch.round(tt * inv).long(), want), q
