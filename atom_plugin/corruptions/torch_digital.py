@@ -638,31 +638,32 @@ def _fancy_upsample(c: torch.Tensor, H: int, W: int, take) -> torch.Tensor:
     chroma ``c`` (N, C, h, w) (its true size: ceil(H / 2) x ceil(W / 2)) to (N, C, H, W),
     minus 128: ``3 nearer + farther`` rows (edge rows replicated), then per column
     ``(3 nearer + farther + 8 | 7) >> 4`` (bias 8 for even, 7 for odd output columns, edge
-    columns replicated).  Both passes are small matmuls over tiles of 8 samples with a
-    one-sample halo (exact in float32: integers below 2^12, then multiples of 1/16), whose
-    16 outputs are the interleaved upsampled samples.  Widths <= 2 use plain replication,
-    as libjpeg."""
+    columns replicated).  Both passes are linear, so they run horizontal first (on h + 2
+    rows, not 2 h), as shifted adds of the samples / 16 (exact in float32: multiples of
+    1/16 below 2^12), writing the two interleaved outputs.  Widths <= 2 use plain
+    replication, as libjpeg."""
     N, C, h, w = c.shape
     if w <= 2:
         return c.repeat_interleave(2, 2).repeat_interleave(2, 3)[..., :H, :W] - 128.0
-    hp, wp = -(-h // 8) * 8, -(-w // 8) * 8
-    U, UhT, bias = _fancy_matrices(c.device, wp)
-    L = wp + 2
-    cp = take((N, C, hp + 2, L), c.dtype, c.device)                 # replicated halo
-    cp[:, :, 1:h + 1, 1:w + 1] = c
-    cp[:, :, 1:h + 1, 0] = c[..., 0]
-    cp[:, :, 1:h + 1, w + 1:] = c[..., -1:]
+    bias = _fancy_matrices(c.device, -(-w // 8) * 8)[2][:2 * w]
+    cp = take((N, C, h + 2, w + 2), c.dtype, c.device)               # replicated halo, / 16
+    torch.mul(c, 0.0625, out=cp[:, :, 1:h + 1, 1:w + 1])
+    cp[:, :, 1:h + 1, 0] = cp[:, :, 1:h + 1, 1]
+    cp[:, :, 1:h + 1, w + 1] = cp[:, :, 1:h + 1, w]
     cp[:, :, 0] = cp[:, :, 1]
-    cp[:, :, h + 1:] = cp[:, :, h:h + 1]
-    # horizontal pass first (on the h + 2 rows, not 2 h): 8 columns + halo -> 16
-    Xh = take((N * C, hp + 2, wp // 8, 10), c.dtype, c.device)
-    Xh.copy_(cp.as_strided((N * C, hp + 2, wp // 8, 10), ((hp + 2) * L, L, 8, 1)))
-    Hh = torch.matmul(Xh, UhT, out=take((N * C, hp + 2, wp // 8, 16), c.dtype, c.device))
-    # vertical pass: tiles of 8 rows + halo -> 16 rows
-    L2 = 2 * wp
-    X = Hh.view(N * C, hp + 2, L2).as_strided((N * C, hp // 8, 10, L2), ((hp + 2) * L2, 8 * L2, L2, 1))
-    o = torch.matmul(U, X, out=take((N * C, hp // 8, 16, L2), c.dtype, c.device))
-    o = o.view(N, C, 2 * hp, 2 * wp).add_(bias).floor_()
+    cp[:, :, h + 1] = cp[:, :, h]
+    # horizontal: output column 2 j from samples j - 1, j, 2 j + 1 from j, j + 1
+    hh = take((N, C, h + 2, w, 2), c.dtype, c.device)
+    mid = cp[..., 1:w + 1]
+    torch.add(cp[..., 0:w], mid, alpha=3, out=hh[..., 0])
+    torch.add(cp[..., 2:w + 2], mid, alpha=3, out=hh[..., 1])
+    # vertical: output row 2 i from rows i - 1, i, 2 i + 1 from i, i + 1
+    hh = hh.view(N, C, h + 2, 2 * w)
+    o = take((N, C, h, 2, 2 * w), c.dtype, c.device)
+    mid = hh[:, :, 1:h + 1]
+    torch.add(hh[:, :, 0:h], mid, alpha=3, out=o[:, :, :, 0])
+    torch.add(hh[:, :, 2:h + 2], mid, alpha=3, out=o[:, :, :, 1])
+    o = o.view(N, C, 2 * h, 2 * w).add_(bias).floor_()
     return o[:, :, :H, :W]
 
 
