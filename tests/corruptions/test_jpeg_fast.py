@@ -193,3 +193,22 @@ def test_quantizer_rounding_matches_libjpeg_exhaustively():
         want = torch.sign(c) * ((c.abs() + 4 * q) // (8 * q))
         inv = torch.tensor(np.float32(1.0 / (8 * q)))
         assert torch.equal(torch.round(tt * inv).long(), want), q
+
+
+def test_ycc_to_rgb_float32_sums_match_libjpeg_exhaustively():
+    """jdcolor.c's y + ((FIX(k) c + ONE_HALF) >> 16) (R, B) and y + ((Cb_g c_b + Cr_g c_r +
+    ONE_HALF) >> 16) (G), range-limited, equal the float32 floor(y + 1/2 + term) the torch
+    path computes (term exact in 2^-16 units, the sum rounded), for every y, Cb, Cr."""
+    Y = td._YCC_RGB
+    c = torch.arange(-128, 128, dtype=torch.int64)
+    for k in (Y[0, 1], Y[2, 0]):                                  # R (Cr), B (Cb)
+        for yv in range(256):
+            want = (yv + ((int(k) * c + 32768) >> 16)).clamp(0, 255)
+            got = torch.add(torch.full((256,), yv + 0.5), c.float(), alpha=k / 65536).floor_().clamp_(0, 255)
+            assert torch.equal(got.long(), want), (k, yv)
+    cb, cr = torch.meshgrid(c, c, indexing="ij")
+    g = torch.mul(cb.float(), Y[1, 0] / 65536).add_(cr.float(), alpha=Y[1, 1] / 65536)
+    gi = (int(Y[1, 0]) * cb + int(Y[1, 1]) * cr + 32768) >> 16
+    for yv in range(256):
+        got = g.add(torch.full_like(g, yv + 0.5)).floor_().clamp_(0, 255)
+        assert torch.equal(got.long(), (yv + gi).clamp(0, 255)), yv
