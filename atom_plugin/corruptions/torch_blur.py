@@ -104,6 +104,8 @@ def _defocus_spectrum(Hp: int, Wp: int, radius: float, alias_blur: float, dtype:
 DEFOCUS_FFT_PIXELS = 64 * 64
 #: the FFT path works on chunks of images of about this many bytes (once padded)
 DEFOCUS_FFT_CHUNK_BYTES = 1 << 20
+#: the separable path works on chunks whose (C, H, r W) intermediate has about this many bytes
+DEFOCUS_MM_CHUNK_BYTES = 1 << 21
 
 
 def defocus_blur(x: torch.Tensor, severity: int, draws: TorchDraws | None = None,
@@ -133,7 +135,15 @@ def defocus_blur(x: torch.Tensor, severity: int, draws: TorchDraws | None = None
             out[i:i + per] = y[..., :H, :W].add_(m * ksum)
         return out.clamp_(0, 1)
     Mh, Mw, r = _defocus_matrices(H, W, radius, alias_blur, x.dtype, str(x.device))
-    return torch.matmul(Mh, torch.matmul(x, Mw).view(B, C, H * r, W)).clamp_(0, 1)
+    # on the CPU by chunks whose (C, H, r W) intermediate stays in the caches
+    per = max(1, DEFOCUS_MM_CHUNK_BYTES // (C * H * r * W * x.element_size())) if x.device.type == "cpu" else B
+    if per >= B:
+        return torch.matmul(Mh, torch.matmul(x, Mw).view(B, C, H * r, W)).clamp_(0, 1)
+    out = torch.empty_like(x)
+    for i in range(0, B, per):
+        xc = x[i:i + per]
+        torch.matmul(Mh, torch.matmul(xc, Mw).view(xc.shape[0], C, H * r, W), out=out[i:i + per])
+    return out.clamp_(0, 1)
 
 
 # -- gaussian --------------------------------------------------------------------------

@@ -111,3 +111,11 @@ def test_defocus_fft_path_matches_reference(severity):
     out = tb.defocus_blur(x, severity)[0].permute(1, 2, 0).double().numpy()
     assert np.abs(out - ref).max() * 255 <= 1.0 + 1e-3
     assert (np.floor(out * 255 + 1e-6) == np.round(ref * 255)).mean() >= 0.95
+
+
+def test_defocus_separable_chunks_give_the_same_result(monkeypatch):
+    x = torch.rand(7, 3, 32, 40, generator=torch.Generator().manual_seed(5))
+    whole = [tb.defocus_blur(x, s) for s in (1, 5)]
+    monkeypatch.setattr(tb, "DEFOCUS_MM_CHUNK_BYTES", 1)  # one image per chunk
+    for s, w in zip((1, 5), whole):
+        torch.testing.assert_close(tb.defocus_blur(x, s), w, atol=1e-6, rtol=0)
