@@ -554,7 +554,7 @@ def _jpeg_consts(device: torch.device, wide: torch.dtype):
             "b1": torch.tensor(np.tile(b1, 2) / 2048.0, **f32),
             "fwd": torch.tensor(fwd / 32768.0, **fw),
             "inv": torch.tensor(inv / 2048.0, **fw),
-            "inv_tT": torch.tensor(inv.T / 262144.0, **fw),
+            "inv18": torch.tensor(inv / 262144.0, **fw),
             "bias12": torch.tensor([1.0, 2.0], **f32).repeat(4096)}
 
 
@@ -571,6 +571,22 @@ def _quantizer(device: torch.device, quality: int, luma_rows: int, chroma_rows: 
         out.append([np.tile(t, (rows // 8, 1, W // 8)) for t in (inv * np.float32(0.5), inv, q)])
     f32 = dict(device=device, dtype=torch.float32)
     return tuple(torch.tensor(np.concatenate([lt, ct]), **f32) for lt, ct in zip(*out))
+
+
+@lru_cache(maxsize=128)
+def _quantizer_fm(device: torch.device, quality: int, luma_rows: int, chroma_rows: int, W: int):
+    """:func:`_quantizer`'s 1 / 8q and q tables in the frequency-major layout of
+    :func:`_islow_inverse`: (8 v, 8 u, 1, rows / 8, W / 8)."""
+    Hb, Wb = (luma_rows + chroma_rows) // 8, W // 8
+    return tuple(t.view(Hb, 8, Wb, 8).permute(1, 3, 0, 2).unsqueeze(2).contiguous()
+                 for t in _quantizer(device, quality, luma_rows, chroma_rows, W)[1:])
+
+
+def _freq_major(tw: torch.Tensor, N: int) -> torch.Tensor:
+    """:func:`_islow_forward`'s coefficients (N Hb, 8 v, Wb 8 u) as a (8 v, 8 u, N, Hb, Wb)
+    view (frequency-major: the layout :func:`_islow_inverse` works in)."""
+    nb, _, W = tw.shape
+    return tw.view(N, nb // N, 8, W // 8, 8).permute(2, 4, 0, 1, 3)
 
 
 def _islow_forward(p: torch.Tensor, K, wide: torch.dtype, take):
@@ -594,30 +610,34 @@ def _islow_forward(p: torch.Tensor, K, wide: torch.dtype, take):
 
 def _islow_inverse(t: torch.Tensor, tables, K, wide: torch.dtype, take, bufs=None) -> torch.Tensor:
     """libjpeg's quantization, dequantization and islow IDCT of the DCT coefficients given as
-    ``t`` = c + sign(c) / 2 (N, 8 Hb, 8 Wb) float32 (c: :func:`_islow_forward`'s, in its
-    layout; ``tables``: :func:`_quantizer`'s, (Hb, 8, 8 Wb)); ``bufs``: two ``wide``
-    (nb, 8, W) scratch tensors (or None).  Returns the decoded samples (N, 8 Hb, 8 Wb)
-    float32 (fresh scratch; ``t`` is only read), clamped to 0..255 as jidctint.c's range
-    limit, which wraps mod 1024 first: different only for IDCT outputs beyond +-512, which
-    need a dozen coefficients rounded up in the same direction and were never seen."""
-    N, H, W = t.shape
-    nb = N * (H // 8)
+    ``t`` = c + sign(c) / 2, frequency-major (8 v, 8 u, N, Hb, Wb) float32 (c:
+    :func:`_islow_forward`'s, see :func:`_freq_major`; ``tables``: :func:`_quantizer_fm`'s);
+    ``bufs``: two ``wide`` scratch tensors of ``t.numel()`` elements (or None).  Returns the
+    decoded samples (N, 8 Hb, 8 Wb) float32 (fresh scratch; ``t`` is only read), clamped to
+    0..255 as jidctint.c's range limit, which wraps mod 1024 first: different only for IDCT
+    outputs beyond +-512, which need a dozen coefficients rounded up in the same direction
+    and were never seen.  The frequency-major layout makes both 1-D passes wide matmuls
+    (8 x 8 @ 8 x many) instead of many 8-wide rows."""
+    _, _, N, Hb, Wb = t.shape
+    L = N * Hb * Wb
     if bufs is None:
-        bufs = take((nb, 8, W), wide, t.device), take((nb, 8, W), wide, t.device)
-    ta, tb = bufs
+        bufs = take((64 * L,), wide, t.device), take((64 * L,), wide, t.device)
+    ta, tb = (b.view(8, 8 * L) for b in bufs)
     # quantize / dequantize: libjpeg's sign(c) floor((|c| + 4q) / 8q) q is round((c +
     # sign(c) / 2) / 8q) q: that quotient is never a tie (a half-integer over 8q), so
     # round-half-even does not matter; float32 with the rounded 1 / 8q is exact for
     # |c| < 2^15 and every q 1..255 (checked exhaustively, see the tests)
-    _, inv, q = tables
-    t4 = t.view(N, H // 8, 8, W)
-    a = torch.mul(t4, inv, out=take(t4.shape, torch.float32, t.device)).round_()
-    torch.mul(a, q, out=tb.view(t4.shape))                         # exact, written as ``wide``
-    # inverse pass 1, columns (contract the vertical frequency)
-    torch.matmul(K["inv"], tb, out=ta).add_(0.5).floor_()
-    # inverse pass 2, rows (contract the horizontal frequency): DESCALE(., 18) + 128, clamped
-    torch.mm(ta.view(-1, 8), K["inv_tT"], out=tb.view(-1, 8)).add_(128.5).floor_()
-    return a.view(N, H, W).copy_(tb.view(N, H, W)).clamp_(0, 255)
+    inv, q = tables
+    a = torch.mul(t, inv, out=take(t.shape, torch.float32, t.device)).round_()
+    torch.mul(a, q, out=ta.view(t.shape))                          # exact, written as ``wide``
+    # inverse pass 1, columns (contract the vertical frequency v): (8 y, 8 u, L)
+    torch.mm(K["inv"], ta, out=tb).add_(0.5).floor_()
+    # inverse pass 2, rows (contract the horizontal frequency u): (8 y, 8 x, L),
+    # DESCALE(., 18) + 128
+    torch.matmul(K["inv18"], tb.view(8, 8, L), out=ta.view(8, 8, L)).add_(128.5).floor_()
+    o = take((N, Hb, 8, Wb, 8), torch.float32, t.device)
+    o.copy_(ta.view(8, 8, N, Hb, Wb).permute(2, 3, 0, 4, 1))
+    return o.view(N, 8 * Hb, 8 * Wb).clamp_(0, 255)
 
 
 @lru_cache(maxsize=64)
@@ -715,11 +735,12 @@ def _jpeg_encode(u: torch.Tensor, K, wide: torch.dtype, take):
 def _jpeg_decode(t: torch.Tensor, out: torch.Tensor, quality: int, K, wide: torch.dtype, take,
                  bufs=None) -> None:
     """The quality-dependent half: quantization, dequantization, IDCT, fancy upsampling and
-    YCbCr -> RGB of the coefficients ``t`` (B, H8 + Hc8, Wc) float32 (:func:`_jpeg_encode`'s
-    c, as c + sign(c) / 2: :func:`_half_away`) into ``out`` (B, 3, H, W) float32, in [0, 1]."""
+    YCbCr -> RGB of the coefficients ``t`` (8, 8, B, (H8 + Hc8) / 8, Wc / 8) float32
+    (:func:`_jpeg_encode`'s c, as c + sign(c) / 2, frequency-major: :func:`_half_away`)
+    into ``out`` (B, 3, H, W) float32, in [0, 1]."""
     B, _, H, W = out.shape
     H8, hc, wc, Hc8, Wc2, Wc = _jpeg_geometry(H, W)
-    q = _quantizer(t.device, quality, H8, Hc8, Wc)
+    q = _quantizer_fm(t.device, quality, H8, Hc8, Wc)
     o = _islow_inverse(t, q, K, wide, take, bufs)
     yq = o[:, :H, :W]
     cq = o[:, H8:H8 + hc].view(B, hc, 2, Wc2)[..., :wc].transpose(1, 2)
@@ -736,8 +757,9 @@ def _jpeg_decode(t: torch.Tensor, out: torch.Tensor, quality: int, K, wide: torc
 
 
 def _half_away(tw: torch.Tensor, t: torch.Tensor, take) -> torch.Tensor:
-    """``t`` = ``tw`` + sign(``tw``) / 2 (integer-valued ``tw``, any float dtype; ``t``
-    float32 of the same number of elements): the form :func:`_islow_inverse` quantizes."""
+    """``t`` = ``tw`` + sign(``tw``) / 2 (integer-valued ``tw``, any float dtype and strides;
+    ``t`` contiguous float32 of the same number of elements): the form
+    :func:`_islow_inverse` quantizes."""
     t = t.view(tw.shape).copy_(tw)
     return t.add_(torch.sign(t, out=take(t.shape, torch.float32, t.device)), alpha=0.5)
 
@@ -767,15 +789,16 @@ class _JpegCache(threading.local):
         self.key = self.coef = self.ok = None
 
     def entry(self, B: int, H: int, W: int):
-        """(key (B, 3, H, W), coef (B, H8 + Hc8, Wc), both float32, ok: chunk start -> stop
-        of the valid chunks) for this shape, or None when it would exceed the cap."""
+        """(key (B, 3, H, W), coef (B (H8 + Hc8) Wc,) (chunk after chunk, each
+        frequency-major), both float32, ok: chunk start -> stop of the valid chunks) for this
+        shape, or None when it would exceed the cap."""
         H8, hc, wc, Hc8, Wc2, Wc = _jpeg_geometry(H, W)
         if 4 * B * (3 * H * W + (H8 + Hc8) * Wc) > _JPEG_CACHE_CAP:
             return None
         if self.key is None or self.key.shape != (B, 3, H, W):
             self.clear()                                            # free the old entry first
             self.key = torch.empty((B, 3, H, W), dtype=torch.float32)
-            self.coef = torch.empty((B, H8 + Hc8, Wc), dtype=torch.float32)
+            self.coef = torch.empty((B * (H8 + Hc8) * Wc,), dtype=torch.float32)
             self.ok = {}
         return self.key, self.coef, self.ok
 
@@ -799,13 +822,15 @@ def jpeg_compression(x: torch.Tensor, severity: int, draws: TorchDraws | None = 
     B, _, H, W = xf.shape
     entry = _JPEG_CACHE.entry(B, H, W) if xf.device.type == "cpu" and B > 0 else None
     H8, hc, wc, Hc8, Wc2, Wc = _jpeg_geometry(H, W)
+    per = (H8 + Hc8) * Wc
     for sl in _chunks(xf):
         _SCRATCH.reset()
         take = _SCRATCH.take
         n = sl.stop - sl.start
+        fm = (8, 8, n, (H8 + Hc8) // 8, Wc // 8)
         bufs = None
         if entry is not None and entry[2].get(sl.start) == sl.stop and torch.equal(_bits(xf[sl]), _bits(entry[0][sl])):
-            t = entry[1][sl]                                        # cache hit
+            t = entry[1][sl.start * per:sl.stop * per].view(fm)          # cache hit
         else:
             u = take((n, 3, H, W), torch.float32, xf.device)
             torch.mul(xf[sl], 255.0, out=u).round_().clamp_(0, 255)  # Pillow sees uint8 images
@@ -814,12 +839,11 @@ def jpeg_compression(x: torch.Tensor, severity: int, draws: TorchDraws | None = 
             if entry is not None:
                 key, coef, ok = entry
                 ok.pop(sl.start, None)
-                t = _half_away(tw, coef[sl], take)
+                t = _half_away(_freq_major(tw, n), coef[sl.start * per:sl.stop * per], take)
                 key[sl].copy_(xf[sl])
                 ok[sl.start] = sl.stop
             else:
-                t = _half_away(tw, take((n, H8 + Hc8, Wc), torch.float32, xf.device), take)
-            t = t.view(n, H8 + Hc8, Wc)
+                t = _half_away(_freq_major(tw, n), take(fm, torch.float32, xf.device), take)
         _jpeg_decode(t, out[sl], quality, K, wide, take, bufs)
     return out.to(x.dtype)
 
