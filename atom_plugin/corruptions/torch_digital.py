@@ -582,36 +582,31 @@ def _quantizer_fm(device: torch.device, quality: int, luma_rows: int, chroma_row
                  for t in _quantizer(device, quality, luma_rows, chroma_rows, W)[1:])
 
 
-def _freq_major(tw: torch.Tensor, N: int) -> torch.Tensor:
-    """:func:`_islow_forward`'s coefficients (N Hb, 8 v, Wb 8 u) as a (8 v, 8 u, N, Hb, Wb)
-    view (frequency-major: the layout :func:`_islow_inverse` works in)."""
-    nb, _, W = tw.shape
-    return tw.view(N, nb // N, 8, W // 8, 8).permute(2, 4, 0, 1, 3)
-
-
 def _islow_forward(p: torch.Tensor, K, wide: torch.dtype, take):
     """libjpeg's islow forward DCT of the 8x8 blocks of the samples ``p`` (N, 8 Hb, 8 Wb),
-    integer-valued float32 in 0..255, contiguous: the DCT x 8 (integers, |t| < 2^13) as
-    ``wide`` (nb, 8, W), and a second ``wide`` scratch of that shape (for the inverse).
-    Each pass is ``floor(M 2^-n @ in + 1/2)`` (DESCALE by n bits), exact: float32 where the
-    sums stay below 2^24, ``wide`` (float64) where they do not."""
+    integer-valued float32 in 0..255, contiguous: the DCT x 8 (integers, |c| < 2^13) as
+    ``wide``, frequency-major (8 v, 8 u, N, Hb, Wb) (the layout :func:`_islow_inverse`
+    works in), and a spare ``wide`` scratch of as many elements.  Each pass is
+    ``floor(M 2^-n @ in + 1/2)`` (DESCALE by n bits), exact: float32 where the sums stay
+    below 2^24, ``wide`` (float64) where they do not."""
     N, H, W = p.shape
-    nb = N * (H // 8)
+    Hb, Wb = H // 8, W // 8
+    L = N * Hb * Wb
     t32 = take((N, H, W), torch.float32, p.device)
-    ta, tb = take((nb, 8, W), wide, p.device), take((nb, 8, W), wide, p.device)
+    ta, tb = take((8, 8 * L), wide, p.device), take((8, 8 * L), wide, p.device)
     # pass 1, rows (contract u; 2 blocks per 16-wide matmul row): |fwd| row sums <= 2^16,
     # samples < 2^8, exact in float32
     torch.mm(p.view(-1, 16), K["fwd16"], out=t32.view(-1, 16)).add_(K["b1"]).floor_()
-    ta.copy_(t32.view(nb, 8, W))
+    ta.view(8, 8, N, Hb, Wb).copy_(t32.view(N, Hb, 8, Wb, 8).permute(2, 4, 0, 1, 3))
     # pass 2, columns (contract v): |in| <= 2^12, sums up to 2^28: wide
-    torch.matmul(K["fwd"], ta, out=tb).add_(0.5).floor_()
-    return tb, ta
+    torch.mm(K["fwd"], ta, out=tb).add_(0.5).floor_()
+    return tb.view(8, 8, N, Hb, Wb), ta
 
 
 def _islow_inverse(t: torch.Tensor, tables, K, wide: torch.dtype, take, bufs=None) -> torch.Tensor:
     """libjpeg's quantization, dequantization and islow IDCT of the DCT coefficients given as
     ``t`` = c + sign(c) / 2, frequency-major (8 v, 8 u, N, Hb, Wb) float32 (c:
-    :func:`_islow_forward`'s, see :func:`_freq_major`; ``tables``: :func:`_quantizer_fm`'s);
+    :func:`_islow_forward`'s; ``tables``: :func:`_quantizer_fm`'s);
     ``bufs``: two ``wide`` scratch tensors of ``t.numel()`` elements (or None).  Returns the
     decoded samples (N, 8 Hb, 8 Wb) float32 (fresh scratch; ``t`` is only read), clamped to
     0..255 as jidctint.c's range limit, which wraps mod 1024 first: different only for IDCT
@@ -706,7 +701,7 @@ def _jpeg_encode(u: torch.Tensor, K, wide: torch.dtype, take):
     forward DCT of the 8-bit images ``u`` (B, 3, H, W) (integer-valued float32).  The luma
     and both chroma planes of an image go through the DCT as one plane: luma on top (H8 x W8
     in a Wc wide band), Cb and Cr side by side below it.  Returns :func:`_islow_forward`'s
-    (coefficients (B (H8 + Hc8) / 8, 8, Wc) ``wide``, spare ``wide`` scratch)."""
+    (coefficients (8, 8, B, (H8 + Hc8) / 8, Wc / 8) ``wide``, spare ``wide`` scratch)."""
     B, C, H, W = u.shape
     dev, f32 = u.device, torch.float32
     r, g, b = u[:, 0], u[:, 1], u[:, 2]
@@ -839,11 +834,11 @@ def jpeg_compression(x: torch.Tensor, severity: int, draws: TorchDraws | None = 
             if entry is not None:
                 key, coef, ok = entry
                 ok.pop(sl.start, None)
-                t = _half_away(_freq_major(tw, n), coef[sl.start * per:sl.stop * per], take)
+                t = _half_away(tw, coef[sl.start * per:sl.stop * per], take)
                 key[sl].copy_(xf[sl])
                 ok[sl.start] = sl.stop
             else:
-                t = _half_away(_freq_major(tw, n), take(fm, torch.float32, xf.device), take)
+                t = _half_away(tw, take(fm, torch.float32, xf.device), take)
         _jpeg_decode(t, out[sl], quality, K, wide, take, bufs)
     return out.to(x.dtype)
 
