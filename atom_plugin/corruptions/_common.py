@@ -161,9 +161,14 @@ def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "nearest", trunca
     """scipy.ndimage.gaussian_filter over the last two axes (skimage.filters.gaussian
     defaults: mode "nearest", truncate 4); ``sigma_w`` for a different sigma along W."""
     sigma_w = sigma if sigma_w is None else sigma_w
-    kh = gaussian_kernel1d(float(sigma), int(truncate * float(sigma) + 0.5)).numpy()
-    kw = gaussian_kernel1d(float(sigma_w), int(truncate * float(sigma_w) + 0.5)).numpy()
-    return separable_filter(x, kh, kw, mode)
+    return separable_filter(x, _gaussian_taps(float(sigma), float(truncate)),
+                            _gaussian_taps(float(sigma_w), float(truncate)), mode)
+
+
+@lru_cache(maxsize=256)
+def _gaussian_taps(sigma: float, truncate: float) -> tuple:
+    """scipy's Gaussian taps (radius int(truncate sigma + 0.5)) as a tuple of floats."""
+    return tuple(gaussian_kernel1d(sigma, int(truncate * sigma + 0.5)).tolist())
 
 
 @lru_cache(maxsize=None)
