@@ -555,7 +555,9 @@ def _jpeg_consts(device: torch.device, wide: torch.dtype):
             "fwd": torch.tensor(fwd / 32768.0, **fw),
             "inv": torch.tensor(inv / 2048.0, **fw),
             "inv18": torch.tensor(inv / 262144.0, **fw),
-            "bias12": torch.tensor([1.0, 2.0], **f32).repeat(4096)}
+            "bias12": torch.tensor([1.0, 2.0], **f32).repeat(4096),
+            "ycc": torch.tensor(_RGB_YCC / 65536, **f32),
+            "ycc_bias": torch.tensor(_RGB_YCC_BIAS / 65536, **f32).view(1, 3, 1)}
 
 
 @lru_cache(maxsize=128)
@@ -682,11 +684,6 @@ def _fancy_upsample(c: torch.Tensor, H: int, W: int, take) -> torch.Tensor:
     return o[:, :, :H, :W]
 
 
-def _affine3(r, g, b, w, bias, out):
-    """``w[0] r + w[1] g + w[2] b + bias`` into ``out``."""
-    return torch.mul(r, float(w[0]), out=out).add_(g, alpha=float(w[1])).add_(b, alpha=float(w[2])).add_(float(bias))
-
-
 def _jpeg_geometry(H: int, W: int):
     """Plane layout of :func:`_jpeg_encode`: luma rows H8, chroma rows hc (Hc8 padded),
     chroma width wc (Wc2 padded), plane width Wc = 2 Wc2."""
@@ -704,21 +701,23 @@ def _jpeg_encode(u: torch.Tensor, K, wide: torch.dtype, take):
     (coefficients (8, 8, B, (H8 + Hc8) / 8, Wc / 8) ``wide``, spare ``wide`` scratch)."""
     B, C, H, W = u.shape
     dev, f32 = u.device, torch.float32
-    r, g, b = u[:, 0], u[:, 1], u[:, 2]
-    # RGB -> YCbCr (jccolor.c): every partial sum is an integer below 2^24, exact in float32.
+    # RGB -> YCbCr (jccolor.c), one batched 3 x 3 matmul + bias: every product and partial
+    # sum is an integer below 2^24 in 2^-16 units, exact in float32 in any order.
     # Luma: blocks over the image replicated to whole blocks.  Chroma: the image's right edge
     # replicated to 2 x whole chroma blocks and its bottom to an even row count (jcprepct.c /
     # jcsample.c), h2v2 downsampled with the bias 1, 2, 1, 2 .. per row, then the last chroma
     # row replicated to whole blocks.
     H8, hc, wc, Hc8, Wc2, Wc = _jpeg_geometry(H, W)                 # Wc >= W8, a multiple of 16
+    ycc = take((B, 3, H * W), f32, dev)
+    torch.baddbmm(K["ycc_bias"], K["ycc"].expand(B, 3, 3), u.view(B, 3, H * W), out=ycc)
+    ycc = ycc.view(B, 3, H, W)
     P = take((B, H8 + Hc8, Wc), f32, dev)
     y = P[:, :H8]
-    _affine3(r, g, b, _RGB_YCC[0] / 65536, _RGB_YCC_BIAS[0] / 65536, out=y[:, :H, :W])
-    _fill_edges(y, H, W).floor_()
+    torch.floor(ycc[:, 0], out=y[:, :H, :W])
+    _fill_edges(y, H, W)
     cf = take((B, 2, 2 * hc, Wc), f32, dev)
-    for k in (1, 2):
-        _affine3(r, g, b, _RGB_YCC[k] / 65536, _RGB_YCC_BIAS[k] / 65536, out=cf[:, k - 1, :H, :W])
-    _fill_edges(cf, H, W).floor_()
+    torch.floor(ycc[:, 1:], out=cf[:, :, :H, :W])
+    _fill_edges(cf, H, W)
     s1 = torch.add(cf[:, :, 0::2], cf[:, :, 1::2], out=take((B, 2, hc, Wc), f32, dev))
     cp = P[:, H8:]                                                  # Cb | Cr, (B, Hc8, 2 Wc2)
     s = cp[:, :hc].view(B, hc, 2, Wc2).transpose(1, 2)              # (B, 2, hc, Wc2) view
