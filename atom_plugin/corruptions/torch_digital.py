@@ -554,7 +554,8 @@ def _jpeg_consts(device: torch.device, wide: torch.dtype):
             "b1": torch.tensor(np.tile(b1, 2) / 2048.0, **f32),
             "fwd": torch.tensor(fwd / 32768.0, **fw),
             "inv": torch.tensor(inv / 2048.0, **fw),
-            "inv18": torch.tensor(inv / 262144.0, **fw),
+            "inv18": torch.tensor(inv / 262144.0, **fw).expand(8, 8, 8),
+            "half": torch.tensor(0.5, **fw), "half128": torch.tensor(128.5, **fw),
             "bias12": torch.tensor([1.0, 2.0], **f32).repeat(4096),
             "ycc": torch.tensor(_RGB_YCC / 65536, **f32),
             "ycc_bias": torch.tensor(_RGB_YCC_BIAS / 65536, **f32).view(1, 3, 1)}
@@ -598,10 +599,10 @@ def _islow_forward(p: torch.Tensor, K, wide: torch.dtype, take):
     ta, tb = take((8, 8 * L), wide, p.device), take((8, 8 * L), wide, p.device)
     # pass 1, rows (contract u; 2 blocks per 16-wide matmul row): |fwd| row sums <= 2^16,
     # samples < 2^8, exact in float32
-    torch.mm(p.view(-1, 16), K["fwd16"], out=t32.view(-1, 16)).add_(K["b1"]).floor_()
+    torch.addmm(K["b1"], p.view(-1, 16), K["fwd16"], out=t32.view(-1, 16)).floor_()
     ta.view(8, 8, N, Hb, Wb).copy_(t32.view(N, Hb, 8, Wb, 8).permute(2, 4, 0, 1, 3))
     # pass 2, columns (contract v): |in| <= 2^12, sums up to 2^28: wide
-    torch.mm(K["fwd"], ta, out=tb).add_(0.5).floor_()
+    torch.addmm(K["half"], K["fwd"], ta, out=tb).floor_()
     return tb.view(8, 8, N, Hb, Wb), ta
 
 
@@ -628,10 +629,10 @@ def _islow_inverse(t: torch.Tensor, tables, K, wide: torch.dtype, take, bufs=Non
     a = torch.mul(t, inv, out=take(t.shape, torch.float32, t.device)).round_()
     torch.mul(a, q, out=ta.view(t.shape))                          # exact, written as ``wide``
     # inverse pass 1, columns (contract the vertical frequency v): (8 y, 8 u, L)
-    torch.mm(K["inv"], ta, out=tb).add_(0.5).floor_()
+    torch.addmm(K["half"], K["inv"], ta, out=tb).floor_()
     # inverse pass 2, rows (contract the horizontal frequency u): (8 y, 8 x, L),
     # DESCALE(., 18) + 128
-    torch.matmul(K["inv18"], tb.view(8, 8, L), out=ta.view(8, 8, L)).add_(128.5).floor_()
+    torch.baddbmm(K["half128"], K["inv18"], tb.view(8, 8, L), out=ta.view(8, 8, L)).floor_()
     o = take((N, Hb, 8, Wb, 8), torch.float32, t.device)
     o.copy_(ta.view(8, 8, N, Hb, Wb).permute(2, 3, 0, 4, 1))
     return o.view(N, 8 * Hb, 8 * Wb).clamp_(0, 255)
