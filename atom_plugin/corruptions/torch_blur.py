@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._common import fft_size, filter_matrix, gaussian_filter, pad2d
+from ._common import fft_size, filter_matrix, gaussian_filter
 from .draws import TorchDraws
 from .tables import SEVERITY_TABLES, table_params
 
@@ -300,7 +300,7 @@ def _motion_taps(x: torch.Tensor, radius: int, sigma: float, angle: torch.Tensor
     """The reference's taps: shifts dy, dx (B, 2 radius + 1) long (the output at (h, w)
     reads the input at (h - dy, w - dx)) and weights (B, 2 radius + 1) in ``x.dtype``,
     zero from the first shift that reaches the image size on when ``early_stop``."""
-    B, C, H, W = x.shape
+    H, W = x.shape[-2:]
     width = 2 * radius + 1
     fdt = torch.float64 if x.device.type != "mps" else torch.float32
     k = torch.from_numpy(motion_kernel(radius, sigma)).to(fdt).to(x.device)
