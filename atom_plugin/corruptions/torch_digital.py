@@ -444,6 +444,11 @@ def pixelate(x: torch.Tensor, severity: int, draws: TorchDraws | None = None, ta
 # is bit-exact with Pillow (checked at every square side 1..64 and 60 random H x W up to
 # 512, imagenet and cifar qualities; tests/corruptions/test_jpeg_fast.py keeps a sample).
 # Without float64 (MPS) the wide passes run in float32: close, not exact.
+# The five severities differ only in the quantization tables: on the CPU the
+# quality-independent half (colour conversion, downsampling, forward DCT) of the last input
+# is kept per thread and reused when the next call's images are bit-identical
+# (:class:`_JpegCache`); the DCT coefficients are kept frequency-major (8 v, 8 u, blocks) so
+# that every DCT / IDCT pass is one wide 8 x 8 @ 8 x n matmul.
 _LUMA_Q = np.array([
     16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
     14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
