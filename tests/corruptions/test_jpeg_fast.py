@@ -156,6 +156,11 @@ def test_jpeg_cache_invisible_in_place_and_equal_content():
     _check_all_severities(z)
     _check_all_severities(_images(2, 40, 24, seed=10))
     _check_all_severities(x[1:3])                     # a view of the earlier input
+    # odd H W with 3 images per chunk: the second chunk (2 images) starts at an odd offset
+    w = _images(5, 191, 191, seed=12)
+    _check_all_severities(w)
+    w[3, 2, 190, 190] = 1.0 - w[3, 2, 190, 190]
+    _check_all_severities(w)
 
 
 def test_jpeg_cache_over_cap_and_threads(monkeypatch):
