@@ -72,9 +72,9 @@ def _new_batch() -> None:
     the encoder for the most recent CPU batch, which the next severities of the same batch
     reuse): every timed 5-severity run then starts as on a new batch, one encode and four
     reuses, as in CorruptionAttack, instead of reusing the previous repeat's encode."""
-    from atom_plugin.corruptions import torch_digital
+    from atom_plugin.corruptions import torch_jpeg
 
-    torch_digital._JPEG_CACHE.clear()
+    torch_jpeg._JPEG_CACHE.clear()
 
 
 def time_variants(x, names, backend, repeats, device, seed=0):

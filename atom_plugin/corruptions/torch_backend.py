@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import torch
 
-from . import torch_blur, torch_digital, torch_noise, torch_weather
+from . import torch_blur, torch_digital, torch_jpeg, torch_noise, torch_weather
 from ._common import SeedLike, make_generator, to_gray
 from .draws import TorchDraws
 from .tables import resolve_table
 
-FUNCTIONS = {**torch_noise.FUNCTIONS, **torch_blur.FUNCTIONS, **torch_weather.FUNCTIONS, **torch_digital.FUNCTIONS}
+FUNCTIONS = {**torch_noise.FUNCTIONS, **torch_blur.FUNCTIONS, **torch_weather.FUNCTIONS, **torch_digital.FUNCTIONS,
+             **torch_jpeg.FUNCTIONS}
 
 
 def corrupt_torch(images: torch.Tensor, name: str, severity: int, seed: SeedLike = None,

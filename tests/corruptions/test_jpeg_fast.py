@@ -13,6 +13,7 @@ import torch
 import atom_plugin  # noqa: F401
 from atom_plugin.corruptions import corrupt
 from atom_plugin.corruptions import torch_digital as td
+from atom_plugin.corruptions import torch_jpeg as tj
 
 PIL = pytest.importorskip("PIL.Image")
 
@@ -69,7 +70,7 @@ def test_jpeg_bit_exact_high_quality_table_and_chunks():
 def test_islow_matrices_are_the_scaled_dct():
     """libjpeg's islow constants: 2^13 x the DCT-II basis with the sqrt(2) of rows 1..7
     (jfdctint.c), rounded within a couple of units; the inverse is the transpose."""
-    fwd, inv = td.islow_matrices()
+    fwd, inv = tj.islow_matrices()
     k = np.arange(8)
     basis = np.cos((2 * k[None, :] + 1) * k[:, None] * np.pi / 16) * np.where(k[:, None] == 0, 1.0, np.sqrt(2))
     assert np.abs(fwd - 8192 * basis).max() <= 2
@@ -168,7 +169,7 @@ def test_jpeg_cache_over_cap_and_threads(monkeypatch):
     stay exact."""
     import threading
 
-    monkeypatch.setattr(td, "_JPEG_CACHE_CAP", 1000)
+    monkeypatch.setattr(tj, "_JPEG_CACHE_CAP", 1000)
     _check_all_severities(_images(2, 32, 32, seed=11))
     monkeypatch.undo()
     errors = []
@@ -204,7 +205,7 @@ def test_ycc_to_rgb_float32_sums_match_libjpeg_exhaustively():
     """jdcolor.c's y + ((FIX(k) c + ONE_HALF) >> 16) (R, B) and y + ((Cb_g c_b + Cr_g c_r +
     ONE_HALF) >> 16) (G), range-limited, equal the float32 floor(y + 1/2 + term) the torch
     path computes (term exact in 2^-16 units, the sum rounded), for every y, Cb, Cr."""
-    Y = td._YCC_RGB
+    Y = tj._YCC_RGB
     c = torch.arange(-128, 128, dtype=torch.int64)
     for k in (Y[0, 1], Y[2, 0]):                                  # R (Cr), B (Cb)
         for yv in range(256):
