@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._common import fft_size, filter_matrix, gaussian_filter
+from ._common import fft_size, filter_matrix, gaussian_filter, pad2d
 from .draws import TorchDraws
 from .tables import SEVERITY_TABLES, table_params
 
@@ -130,7 +130,8 @@ def defocus_blur(x: torch.Tensor, severity: int, draws: TorchDraws | None = None
             # FFT's rounding error scales with the signal, which loses its large DC term
             xc = x[i:i + per]
             m = xc.mean((-2, -1), keepdim=True)
-            xp = F.pad(xc - m, (r, r, r, r), mode="reflect")  # reflect-101, as cv2
+            # reflect-101, as cv2 (F.pad's reflect needs r < the side; pad2d bounces further)
+            xp = F.pad(xc - m, (r, r, r, r), mode="reflect") if r < min(H, W) else pad2d(xc - m, r, "mirror")
             y = torch.fft.irfft2(torch.fft.rfft2(xp, s=(Hp, Wp)).mul_(G), s=(Hp, Wp))
             out[i:i + per] = y[..., :H, :W].add_(m * ksum)
         return out.clamp_(0, 1)
