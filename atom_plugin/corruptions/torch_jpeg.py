@@ -165,13 +165,15 @@ def _quantizer(device: torch.device, quality: int, luma_rows: int, chroma_rows: 
     return tuple(torch.tensor(np.concatenate([lt, ct]), **f32) for lt, ct in zip(*out))
 
 
-@lru_cache(maxsize=128)
+@lru_cache(maxsize=16)
 def _quantizer_fm(device: torch.device, quality: int, luma_rows: int, chroma_rows: int, W: int):
     """:func:`_quantizer`'s 1 / 8q and q tables in the frequency-major layout of
-    :func:`_islow_inverse`: (8 v, 8 u, 1, rows / 8, W / 8)."""
+    :func:`_islow_inverse`: (8 v, 8 u, 1, rows / 8, W / 8).  Plane-sized, so few are kept
+    (the 5 qualities of a few image sizes) and :func:`_quantizer`'s are not cached: 128
+    entries of each held ~0.75 GB forever on a stream of ~500 px images of varied sizes."""
     Hb, Wb = (luma_rows + chroma_rows) // 8, W // 8
     return tuple(t.view(Hb, 8, Wb, 8).permute(1, 3, 0, 2).unsqueeze(2).contiguous()
-                 for t in _quantizer(device, quality, luma_rows, chroma_rows, W)[1:])
+                 for t in _quantizer.__wrapped__(device, quality, luma_rows, chroma_rows, W)[1:])
 
 
 def _islow_forward(p: torch.Tensor, K, wide: torch.dtype, take):

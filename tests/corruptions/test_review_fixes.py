@@ -21,3 +21,19 @@ def test_defocus_fft_path_thin_images(shape, severity):
     img = x[0].numpy()
     ref = np.stack([cv2.filter2D(img[c], -1, kernel) for c in range(3)]).clip(0, 1)
     np.testing.assert_allclose(out[0].numpy(), ref, atol=1e-6)
+
+
+def test_jpeg_quantizer_tables_not_kept_per_image_size():
+    """The plane-sized quantization tables were cached per (quality, image size), 128 entries
+    in each of two caches (~0.75 GB held forever for ~500 px images of varied sizes)."""
+    from atom_plugin.corruptions import torch_jpeg as J
+
+    J._quantizer.cache_clear()
+    J._quantizer_fm.cache_clear()
+    for k in range(24):
+        x = torch.rand(1, 3, 16 + 8 * k, 24)
+        for s in (1, 5):
+            J.jpeg_compression(x, s)
+    J._JPEG_CACHE.clear()
+    assert J._quantizer.cache_info().currsize == 0
+    assert J._quantizer_fm.cache_info().currsize <= 16
