@@ -89,7 +89,7 @@ def pad2d(x: torch.Tensor, pad: int, mode: str) -> torch.Tensor:
     return x.index_select(-2, ih).index_select(-1, iw)
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=128)
 def filter_matrix(n: int, kernel: tuple, mode: str) -> np.ndarray:
     """(n, n) matrix of 1-D correlation with ``kernel`` (odd length) on a length-``n`` axis
     with scipy-style borders ``mode``: ``out = M @ x``."""
@@ -102,7 +102,7 @@ def filter_matrix(n: int, kernel: tuple, mode: str) -> np.ndarray:
     return M
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=64)
 def _filter_tensor(n: int, kernel: tuple, mode: str, dtype: torch.dtype, device: str) -> torch.Tensor:
     """:func:`filter_matrix` as a tensor (cached per dtype and device)."""
     return torch.from_numpy(filter_matrix(n, kernel, mode)).to(dtype).to(device)

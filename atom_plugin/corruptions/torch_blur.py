@@ -154,7 +154,7 @@ def gaussian_blur(x: torch.Tensor, severity: int, draws: TorchDraws | None = Non
 
 
 # -- glass -----------------------------------------------------------------------------
-@lru_cache(maxsize=None)
+@lru_cache(maxsize=32)
 def _sweep(H: int, W: int, delta: int):
     """Positions of the reference's pixel-shuffle sweep in sweep order, and each pixel's
     step number in it (``H W`` = never visited).
