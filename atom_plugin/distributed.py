@@ -132,7 +132,9 @@ def init_from_env(backend: str | None = None, timeout_s: float | None = None) ->
 
 
 def destroy() -> None:
-    """Tear down the default process group if one exists."""
+    """Tear down the default process group if one exists.  Drop DistributedDataParallel
+    models (e.g. a :class:`~atom_plugin.training.Trainer`) first: a live DDP module's reducer
+    still refers to the group, and destroying the group under it could hang at exit (gloo)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

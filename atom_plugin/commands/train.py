@@ -222,5 +222,8 @@ def run(args) -> int:
     trainer.fit()
     if dist_utils.is_main_process():
         print(f"checkpoint: {trainer.checkpoint_path}")
+    # the DDP model (and its reducer) must go before the process group: destroying the
+    # group under a live DDP module could hang the process at exit (gloo, seen in tests)
+    del trainer, model
     dist_utils.destroy()
     return 0

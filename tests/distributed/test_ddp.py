@@ -35,6 +35,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     from atom_plugin.training import TrainConfig, Trainer
 
     assert D.init_from_env(timeout_s=90)  # a desynchronised collective fails instead of hanging
+    tr = None
     try:
         ds, aux = _data()
         torch.manual_seed(0)
@@ -50,6 +51,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
                     "history": [h["counts"] for h in tr.miner.history[:2]],
                     "id0": tr._id_indices(0)}, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
+        del tr  # the DDP model and its reducer go before the process group
         D.destroy()
 
 
