@@ -47,10 +47,12 @@ def to_gray(x: torch.Tensor) -> torch.Tensor:
 
 
 def gaussian_kernel1d(sigma: float, radius: int, dtype=torch.float64) -> torch.Tensor:
-    """scipy.ndimage's normalized 1-D Gaussian of ``radius`` (2 radius + 1 taps)."""
-    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    return (k / k.sum()).to(dtype)
+    """scipy.ndimage's normalized 1-D Gaussian of ``radius`` (2 radius + 1 taps), computed
+    with scipy's own arithmetic (``exp(-0.5 / sigma^2 * x^2)`` in NumPy, then normalized):
+    the same float64 bits."""
+    t = np.arange(-radius, radius + 1)
+    phi = np.exp(-0.5 / (sigma * sigma) * t ** 2)
+    return torch.from_numpy(phi / phi.sum()).to(dtype)
 
 
 def symmetric_index(idx: torch.Tensor, n: int) -> torch.Tensor:
@@ -161,12 +163,12 @@ def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "nearest", trunca
     """scipy.ndimage.gaussian_filter over the last two axes (skimage.filters.gaussian
     defaults: mode "nearest", truncate 4); ``sigma_w`` for a different sigma along W."""
     sigma_w = sigma if sigma_w is None else sigma_w
-    return separable_filter(x, _gaussian_taps(float(sigma), float(truncate)),
-                            _gaussian_taps(float(sigma_w), float(truncate)), mode)
+    return separable_filter(x, gaussian_taps(float(sigma), float(truncate)),
+                            gaussian_taps(float(sigma_w), float(truncate)), mode)
 
 
 @lru_cache(maxsize=256)
-def _gaussian_taps(sigma: float, truncate: float) -> tuple:
+def gaussian_taps(sigma: float, truncate: float = 4.0) -> tuple:
     """scipy's Gaussian taps (radius int(truncate sigma + 0.5)) as a tuple of floats."""
     return tuple(gaussian_kernel1d(sigma, int(truncate * sigma + 0.5)).tolist())
 

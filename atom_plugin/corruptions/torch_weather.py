@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._common import filter_matrix, pad2d, to_gray
+from ._common import filter_matrix, gaussian_taps, pad2d, to_gray
 from .draws import TorchDraws
 from .tables import FROST_SCALE, FROST_TEXTURES, NATIVE_SIZE, SEVERITY_TABLES, table_params
 from .torch_blur import motion_blur_layer, zoom_matrix
@@ -178,15 +178,6 @@ def fog(x: torch.Tensor, severity: int, draws: TorchDraws, table: str = "imagene
 
 
 # -- spatter ---------------------------------------------------------------------------
-@lru_cache(maxsize=64)
-def _scipy_gaussian_kernel(sigma: float) -> tuple:
-    """scipy.ndimage's Gaussian weights for ``sigma`` (truncate 4), computed as scipy does."""
-    radius = int(4.0 * float(sigma) + 0.5)
-    x = np.arange(-radius, radius + 1)
-    phi = np.exp(-0.5 / (sigma * sigma) * x ** 2)
-    return tuple(float(v) for v in phi / phi.sum())
-
-
 def _gaussian_axis(x: torch.Tensor, k: tuple, dim: int) -> torch.Tensor:
     """Correlate axis ``dim`` (-2 or -1) of ``x`` with the odd symmetric kernel ``k``,
     borders "nearest".  float64: scipy's own arithmetic (centre tap, then the pairs from the
@@ -215,7 +206,7 @@ def _gaussian(x: torch.Tensor, sigma: float, between=None) -> torch.Tensor:
     """scipy.ndimage.gaussian_filter(x, sigma) (mode "nearest", truncate 4) over the last two
     axes, H then W as scipy does; bit for bit in float64 (the replayed draws).  ``between``:
     the dtype scipy stores the first pass in (float32 for a float32 image)."""
-    k = _scipy_gaussian_kernel(float(sigma))
+    k = gaussian_taps(float(sigma))
     y = _gaussian_axis(x, k, -2)
     if between is not None:
         y = y.to(between).to(x.dtype)
