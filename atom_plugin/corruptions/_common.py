@@ -117,30 +117,21 @@ def _filter_tensor(n: int, kernel: tuple, mode: str, dtype: torch.dtype, device:
 SEP_BLOCK = 32
 
 
-def _filter_last(x: torch.Tensor, M: torch.Tensor, r: int) -> torch.Tensor:
-    """``x @ M.T`` over the last axis, by output blocks when it is long; ``r``: the kernel's
-    radius (output o reads inputs within o +- r only, whatever the border mode)."""
-    n = x.shape[-1]
+def _filter_axis(x: torch.Tensor, M: torch.Tensor, r: int, dim: int) -> torch.Tensor:
+    """Filter axis ``dim`` (-1: ``x @ M.T``; -2: ``M @ x``) of ``x`` with the (n, n) matrix
+    ``M``, by output blocks when the axis is long; ``r``: the kernel's radius (output o
+    reads inputs within o +- r only, whatever the border mode)."""
+    def product(xs, Ms):
+        return torch.matmul(xs, Ms.T) if dim == -1 else torch.matmul(Ms, xs)
+
+    n = x.shape[dim]
     if n <= SEP_BLOCK:
-        return torch.matmul(x, M.T)
+        return product(x, M)
     out = torch.empty_like(x)
     for lo in range(0, n, SEP_BLOCK):
         hi = min(n, lo + SEP_BLOCK)
         a, c = max(0, lo - r), min(n, hi + r)
-        out[..., lo:hi] = torch.matmul(x[..., a:c], M[lo:hi, a:c].T)
-    return out
-
-
-def _filter_rows(x: torch.Tensor, M: torch.Tensor, r: int) -> torch.Tensor:
-    """``M @ x`` over the second-to-last axis, as :func:`_filter_last`."""
-    n = x.shape[-2]
-    if n <= SEP_BLOCK:
-        return torch.matmul(M, x)
-    out = torch.empty_like(x)
-    for lo in range(0, n, SEP_BLOCK):
-        hi = min(n, lo + SEP_BLOCK)
-        a, c = max(0, lo - r), min(n, hi + r)
-        out[..., lo:hi, :] = torch.matmul(M[lo:hi, a:c], x[..., a:c, :])
+        out.narrow(dim, lo, hi - lo).copy_(product(x.narrow(dim, a, c - a), M[lo:hi, a:c]))
     return out
 
 
@@ -155,7 +146,7 @@ def separable_filter(x: torch.Tensor, kernel_h, kernel_w=None, mode: str = "near
     Mw = _filter_tensor(W, kw, mode, x.dtype, str(x.device))
     if H <= SEP_BLOCK and W <= SEP_BLOCK:
         return torch.matmul(torch.matmul(Mh, x), Mw.T)
-    return _filter_rows(_filter_last(x, Mw, (len(kw) - 1) // 2), Mh, (len(kh) - 1) // 2)
+    return _filter_axis(_filter_axis(x, Mw, (len(kw) - 1) // 2, -1), Mh, (len(kh) - 1) // 2, -2)
 
 
 def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "nearest", truncate: float = 4.0,
