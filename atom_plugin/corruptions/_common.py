@@ -105,7 +105,7 @@ def filter_matrix(n: int, kernel: tuple, mode: str) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
-def _filter_tensor(n: int, kernel: tuple, mode: str, dtype: torch.dtype, device: str) -> torch.Tensor:
+def filter_tensor(n: int, kernel: tuple, mode: str, dtype: torch.dtype, device: str) -> torch.Tensor:
     """:func:`filter_matrix` as a tensor (cached per dtype and device)."""
     return torch.from_numpy(filter_matrix(n, kernel, mode)).to(dtype).to(device)
 
@@ -142,8 +142,8 @@ def separable_filter(x: torch.Tensor, kernel_h, kernel_w=None, mode: str = "near
     H, W = x.shape[-2:]
     kh = tuple(float(v) for v in kernel_h)
     kw = kh if kernel_w is None else tuple(float(v) for v in kernel_w)
-    Mh = _filter_tensor(H, kh, mode, x.dtype, str(x.device))
-    Mw = _filter_tensor(W, kw, mode, x.dtype, str(x.device))
+    Mh = filter_tensor(H, kh, mode, x.dtype, str(x.device))
+    Mw = filter_tensor(W, kw, mode, x.dtype, str(x.device))
     if H <= SEP_BLOCK and W <= SEP_BLOCK:
         return torch.matmul(torch.matmul(Mh, x), Mw.T)
     return _filter_axis(_filter_axis(x, Mw, (len(kw) - 1) // 2, -1), Mh, (len(kh) - 1) // 2, -2)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._common import filter_matrix, gaussian_taps, pad2d, to_gray
+from ._common import filter_tensor, gaussian_taps, pad2d, to_gray
 from .draws import TorchDraws
 from .tables import FROST_SCALE, FROST_TEXTURES, NATIVE_SIZE, SEVERITY_TABLES, table_params
 from .torch_blur import motion_blur_layer, zoom_matrix
@@ -188,7 +188,7 @@ def _gaussian_axis(x: torch.Tensor, k: tuple, dim: int) -> torch.Tensor:
     n = x.shape[dim]
     exact = x.dtype == torch.float64
     if not exact and n < 6 * (2 * r + 1):
-        M = torch.from_numpy(filter_matrix(n, k, "nearest")).to(dtype=x.dtype, device=x.device)
+        M = filter_tensor(n, k, "nearest", x.dtype, str(x.device))
         return torch.matmul(M, x) if dim == -2 else torch.matmul(x, M.T)
     p = F.pad(x, (0, 0, r, r) if dim == -2 else (r, r, 0, 0), mode="replicate")
     y = p.narrow(dim, r, n) * k[r]
