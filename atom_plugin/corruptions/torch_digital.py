@@ -254,7 +254,8 @@ def _box_plan(n_in: int, n_out: int, device: torch.device):
     Returns ``(index (K, n_out), offset (n_out, 1), scale (n_out, 1))``: ``index[j]`` is
     ``lo + j``, or ``n_in`` (a zero row) past the window; Pillow's ``(S kk + 2^21) >> 22``
     (kk: its 22-bit weight 1 / n_o) equals ``floor((S + offset) * scale)`` in float32 for
-    every 8-bit sum S (checked here exhaustively); None if no such form is found."""
+    every 8-bit sum S (checked here exhaustively; such a form exists for every window count:
+    all sides 1..1024 at every table's factor were checked)."""
     A = box_matrix(n_in, n_out)
     nz = A > 0
     n = nz.sum(1)
@@ -265,8 +266,8 @@ def _box_plan(n_in: int, n_out: int, device: torch.device):
     scale = np.zeros(n_out, dtype=np.float32)
     forms = {}
     for o in range(n_out):
-        if n[o] == 0 or not nz[o, lo[o]:lo[o] + n[o]].all():
-            return None  # pragma: no cover - Pillow's windows are contiguous and non-empty
+        if n[o] == 0 or not nz[o, lo[o]:lo[o] + n[o]].all():  # pragma: no cover
+            raise RuntimeError(f"pixelate {n_in} -> {n_out}: a Pillow BOX window is empty or not contiguous")
         idx[:n[o], o] = lo[o] + np.arange(n[o])
         key = (int(n[o]), int(A[o, lo[o]]))
         if key not in forms:
@@ -278,39 +279,18 @@ def _box_plan(n_in: int, n_out: int, device: torch.device):
                 if np.array_equal(np.floor((S.astype(np.float32) + c) * inv).astype(np.int64), want):
                     forms[key] = (c, inv)
                     break
-        if forms[key] is None:
-            return None  # pragma: no cover - then the exact float64 weights of _pil_pass
+        if forms[key] is None:  # pragma: no cover
+            raise RuntimeError(f"pixelate {n_in} -> {n_out}: no exact float32 rounding for a window of {key[0]}")
         off[o], scale[o] = forms[key]
     return (torch.from_numpy(idx).to(device), torch.from_numpy(off).to(device).view(-1, 1),
             torch.from_numpy(scale).to(device).view(-1, 1))
-
-
-def _pil_pass(u: torch.Tensor, A: np.ndarray, dim: int) -> torch.Tensor:
-    """One Pillow BOX pass on 8-bit values ``u`` along ``dim`` (-1 or -2), exact, with dense
-    0/1 matmuls (the fallback of :func:`_box_rows`).  The non-zero weights of an output are
-    all equal (1 / count, rounded to 22 bits: ``kk``), so the pass is a 0/1 box sum (exact in
-    float32) times ``kk``, rounded and shifted like Pillow in float64 (exact: the products
-    are integers below 2^53)."""
-    if A.shape[0] == A.shape[1] and np.array_equal(A, np.eye(A.shape[0]) * (1 << _PRECISION)):
-        return u  # Pillow skips a pass whose size does not change
-    ones = torch.from_numpy((A > 0).astype(np.float32)).to(u.device)
-    kk = torch.from_numpy(A.max(1)).to(u.device)
-    S = torch.matmul(u, ones.T) if dim == -1 else torch.matmul(ones, u)
-    kk = kk.view(-1) if dim == -1 else kk.view(-1, 1)
-    if u.device.type == "mps":  # no float64: float weights, correct up to ties
-        return torch.floor(S * (kk.float() / (1 << _PRECISION)) + 0.5).clamp_(0, 255)
-    v = torch.floor((S.double() * kk + (1 << (_PRECISION - 1))) * (1.0 / (1 << _PRECISION)))
-    return v.clamp_(0, 255).to(u.dtype)
 
 
 def _box_rows(u: torch.Tensor, n_in: int, n_out: int, take) -> torch.Tensor:
     """Pillow's BOX pass over the rows (dim -2) of the 8-bit values ``u`` (..., n_in + 1, L)
     whose last row is zero, exact: each output row is the sum of its window's rows
     (whole-row index_selects), rounded as Pillow; (..., n_out, L)."""
-    plan = _box_plan(n_in, n_out, u.device)
-    if plan is None:  # pragma: no cover
-        return _pil_pass(u[..., :n_in, :], box_matrix(n_in, n_out), -2)
-    idx, off, scale = plan
+    idx, off, scale = _box_plan(n_in, n_out, u.device)
     shape = (*u.shape[:-2], n_out, u.shape[-1])
     S = torch.index_select(u, -2, idx[0], out=take(shape, u.dtype, u.device))
     if idx.shape[0] > 1:
